@@ -1,0 +1,53 @@
+# mpt developer entry points. `make demo` and `make test` work on a fresh clone.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DISTS   := -e core -e cli -e plugins/pointcloud
+DEV     := pytest pytest-xdist hypothesis ruff mypy
+PYPROJECTS := core/pyproject.toml cli/pyproject.toml plugins/pointcloud/pyproject.toml
+JOBS    ?= 2
+
+.PHONY: install demo test test-slow test-all lint bench clean syslibs
+
+install: syslibs $(STAMP)
+
+# open3d needs libusb-1.0 at import time.
+syslibs:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libusb-1.0-0 (needed by open3d)"; \
+	    (apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null)); \
+	  else \
+	    echo "WARNING: libusb-1.0 is missing and open3d (point clouds) will not import."; \
+	    echo "         Install it as root: apt-get install -y libusb-1.0-0"; \
+	  fi; \
+	fi
+
+$(STAMP): $(PYPROJECTS) constraints-dev.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints-dev.txt torch torchvision torchaudio
+	$(BIN)/pip install -q -c constraints-dev.txt $(DISTS) $(DEV)
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/mpt pretrain --modality pointcloud --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+test-slow: install
+	$(BIN)/python -m pytest -n $(JOBS) -q -m slow
+
+test-all: install
+	$(BIN)/python -m pytest -n $(JOBS) -q -m "slow or not slow"
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/pretrain_throughput.py --modality pointcloud
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+from mpt_cli.app import main
+
+main()

@@ -1,0 +1,146 @@
+"""``mpt list | pretrain | info`` — thin wrappers over the ``mpt`` library."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Masked pretraining (MAE / JEPA) for any modality.")
+
+
+class Objective(str, Enum):
+    mae = "mae"
+    jepa = "jepa"
+
+
+class Precision(str, Enum):
+    no = "no"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Tracker(str, Enum):
+    none = "none"
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Installed modalities, their recipes and status; objectives and maskers."""
+    from mpt.registry import get_modality, plugin_status
+
+    statuses = plugin_status()
+    if not statuses:
+        typer.echo("no modality plugins installed (pip install mpt-pointcloud, …)")
+    for st in statuses:
+        if st.error:
+            typer.secho(f"{st.name:12s} {st.dist} {st.version}  BROKEN: {st.error}", fg=typer.colors.RED)
+            continue
+        modality = get_modality(st.name)
+        typer.echo(f"{st.name:12s} {st.dist} {st.version}  ok — {modality.description}")
+        for name, recipe in sorted(modality.recipes().items()):
+            default = " (default)" if name == modality.default_recipe else ""
+            typer.echo(f"    recipe {name}{default}: {recipe.description}")
+    typer.echo("objectives: mae, jepa")
+    typer.echo("maskers: random, block, tube, multiblock, point_block")
+
+
+@app.command()
+def pretrain(
+    modality: str = typer.Option(..., "--modality", "-m", help="Modality plugin name (see `mpt list`)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="File or folder of data; omit for the demo data."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name (default: the plugin's demo)."),
+    objective: Optional[Objective] = typer.Option(None, "--objective", help="mae or jepa (default: recipe's)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file merged over the recipe."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=1e-3 (repeatable)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps to run."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step and process."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<modality>-<time>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="no, bf16 or fp16."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Checkpoint interval."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Log interval (steps)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers."),
+    log_with: Optional[Tracker] = typer.Option(None, "--log-with", help="none, tensorboard or wandb."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files, list them."),
+) -> None:
+    """Pretrain an encoder; writes config, metrics, checkpoints, figures and encoder/ under --out."""
+    from mpt.config import build_config
+    from mpt.errors import MptError
+    from mpt.registry import get_modality
+    from mpt.trainer import pretrain as run
+
+    flags = {"objective": objective.value if objective else None,
+             "train": {"max_steps": max_steps, "batch_size": batch_size, "seed": seed,
+                       "precision": precision.value if precision else None, "checkpoint_every": checkpoint_every,
+                       "log_every": log_every, "num_workers": num_workers,
+                       "log_with": log_with.value if log_with else None}}
+    out = out or Path("runs") / f"{modality}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        mod = get_modality(modality)
+        cfg = build_config(mod, recipe, config, set_, flags)
+        typer.echo(f"mpt pretrain: {modality} / {cfg.objective} / recipe {cfg.recipe} → {out}", err=True)
+        result = run(cfg, mod, out, data=data, resume=resume, skip_bad_files=skip_bad_files)
+    except MptError as exc:
+        fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; continue with: mpt pretrain ... --out {out} --resume", err=True)
+        raise typer.Exit(130) from None
+    minutes, seconds = divmod(int(result.wall_s), 60)
+    typer.echo(f"done: {result.steps} steps in {minutes}m{seconds:02d}s, "
+               f"loss {result.first_loss:.4f} → {result.last_loss:.4f}")
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} bad file(s), listed in {out / 'skipped.txt'}")
+    typer.echo(f"encoder: {result.encoder}")
+    if result.figures:
+        typer.echo(f"figure:  {result.figures[-1]}")
+    typer.echo(f"metrics: {out / 'metrics.jsonl'}")
+    typer.echo("load it:\n"
+               "    import mpt\n"
+               f"    encoder = mpt.load_encoder(\"{result.encoder}\")")
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help="An encoder/ folder or a run folder.")) -> None:
+    """Print the encoder card of a pretrained encoder."""
+    from mpt.errors import MptError
+    from mpt.pretrained import read_card
+
+    if (path / "encoder" / "config.json").is_file():
+        path = path / "encoder"
+    try:
+        card = read_card(path)
+    except MptError as exc:
+        fail(str(exc))
+        return
+    enc, tok = card["encoder"], card["tokenizer"]
+    typer.echo(f"encoder      {path}")
+    typer.echo(f"modality     {card['modality']} (plugin API {card['plugin_api']}, {card['versions']['plugin']})")
+    typer.echo(f"architecture ViT depth {enc['depth']}, width {enc['dim']}, {enc['heads']} heads, "
+               f"cls token {enc['cls_token']}, {card['num_params']:,} parameters")
+    typer.echo(f"tokenizer    {tok['settings']}")
+    typer.echo(f"position     {card['pos_embed']['kind']} on {card['pos_embed']['coord_dim']}-d coordinates")
+    typer.echo(f"objective    {card['objective']} (recipe {card['recipe']})")
+    typer.echo(f"trained on   {card['trained_on']}")
+    typer.echo(f"versions     {card['versions']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)

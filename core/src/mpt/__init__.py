@@ -1,0 +1,40 @@
+"""mpt: masked pretraining (MAE / JEPA) for any modality, through plugins.
+
+Public API::
+
+    import mpt
+    mpt.list_modalities()                 # names of installed modality plugins (no plugin import)
+    modality = mpt.get_modality("pointcloud")
+    encoder = mpt.load_encoder("runs/demo/encoder")
+    out = encoder(batch)                  # out.tokens [B, N, D], out.pooled [B, D]
+"""
+
+from mpt.contract import (
+    PLUGIN_API,
+    Figure,
+    Mask,
+    Masker,
+    Modality,
+    Recipe,
+    Sample,
+    Target,
+    Tokenizer,
+    TokenSet,
+)
+from mpt.errors import CheckpointError, ConfigError, DataError, MptError, PluginError, TrainingError
+from mpt.registry import get_modality, list_modalities, plugin_status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PLUGIN_API", "Figure", "Mask", "Masker", "Modality", "Recipe", "Sample", "Target", "Tokenizer",
+    "TokenSet", "CheckpointError", "ConfigError", "DataError", "MptError", "PluginError",
+    "TrainingError", "get_modality", "list_modalities", "plugin_status", "load_encoder", "__version__",
+]
+
+
+def load_encoder(path, device="cpu"):  # noqa: ANN001, ANN201 - documented in mpt.pretrained
+    """Rebuild a pretrained encoder from ``path`` (an ``encoder/`` folder). See :mod:`mpt.pretrained`."""
+    from mpt.pretrained import load_encoder as _load
+
+    return _load(path, device=device)

@@ -1,0 +1,69 @@
+"""Tokenizer + Transformer encoder: the part of a model that is pretrained and exported.
+
+``Backbone.forward`` takes a raw batch of its modality (no masking) and returns per-token features
+and a pooled vector; this is what :func:`mpt.load_encoder` gives back downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mpt.config import ModelConfig
+from mpt.contract import Modality, Tokenizer, TokenSet
+from mpt.encoder import Transformer
+
+
+@dataclass
+class EncoderOutput:
+    """``tokens`` ``[B, N, D]`` (one feature per input token, CLS excluded), ``pooled`` ``[B, D]``."""
+
+    tokens: Tensor
+    pooled: Tensor
+
+
+class Backbone(nn.Module):
+    """``tokenizer`` (patchify + embed + position) followed by a ``Transformer`` encoder."""
+
+    def __init__(self, tokenizer: Tokenizer, encoder: Transformer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, tokens: TokenSet, index: Tensor | None = None) -> Tensor:
+        """Encode the tokens at ``index`` ``[B, n]`` (all when None) → ``[B, prefix + n, D]``."""
+        if index is not None:
+            tokens = tokens.select(index)
+        x = self.tokenizer.embed(tokens.patches)
+        pos = self.tokenizer.pos(tokens.coords.to(x.dtype))
+        return self.encoder(x, pos, tokens.valid)
+
+    def forward(self, batch: Tensor) -> EncoderOutput:
+        """Raw batch (as the modality's collate returns it) → :class:`EncoderOutput`."""
+        with torch.no_grad():
+            tokens = self.tokenizer.tokenize(batch)
+        x = self.encode(tokens)
+        prefix = self.encoder.num_prefix
+        feats = x[:, prefix:]
+        if prefix:
+            pooled = x[:, 0]
+        elif tokens.valid is None:
+            pooled = feats.mean(dim=1)
+        else:
+            w = tokens.valid.to(feats.dtype).unsqueeze(-1)
+            pooled = (feats * w).sum(1) / w.sum(1).clamp_min(1)
+        return EncoderOutput(tokens=feats, pooled=pooled)
+
+
+def build_backbone(modality: Modality, tokenizer_config: object, model: ModelConfig) -> Backbone:
+    """The backbone a config describes (random weights)."""
+    tokenizer = modality.tokenizer(tokenizer_config, model.dim)
+    encoder = Transformer(model.dim, model.depth, model.heads, model.mlp_ratio, model.drop_path,
+                          cls_token=model.cls_token, pos_every_block=model.pos_every_block)
+    return Backbone(tokenizer, encoder)

@@ -1,0 +1,297 @@
+"""Typed, validated run configuration.
+
+A run's config is a recipe (YAML shipped by the plugin), deep-merged with an optional user file,
+then ``--set key.sub=value`` overrides, then CLI flags. :func:`parse` turns the merged dict into
+dataclasses and raises :class:`~mpt.errors.ConfigError` naming the bad key and the allowed keys
+or values. The modality's own sections (``data``, ``tokenizer``) are dataclasses the plugin
+declares (``Modality.data_config`` / ``tokenizer_config``) and are validated the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+import yaml
+
+from mpt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mpt.contract import Modality
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field with a numeric range, checked by :func:`parse`."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
+
+
+@dataclass
+class ModelConfig:
+    """ViT encoder over tokens."""
+
+    dim: int = bounded(384, ge=8)
+    depth: int = bounded(12, ge=1)
+    heads: int = bounded(6, ge=1)
+    mlp_ratio: float = bounded(4.0, gt=0)
+    drop_path: float = bounded(0.0, ge=0, lt=1)
+    cls_token: bool = False
+    pos_every_block: bool = False  # Point-MAE adds the position embedding before every block
+
+
+@dataclass
+class MaskConfig:
+    """Masker name (see :mod:`mpt.masking`) and its parameters; unused ones are ignored."""
+
+    name: Literal["random", "block", "tube", "multiblock", "point_block"] = "random"
+    ratio: float = bounded(0.75, gt=0, lt=1)
+    num_targets: int = bounded(4, ge=1)
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+
+
+@dataclass
+class MAEConfig:
+    """Masked autoencoder (He et al. 2022): decoder and reconstruction target."""
+
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    target: str = "patch"
+    norm_target: bool = True  # MAE's norm_pix_loss, for the "patch" target
+    decoder_dim: int = bounded(512, ge=8)
+    decoder_depth: int = bounded(8, ge=1)
+    decoder_heads: int = bounded(16, ge=1)
+
+
+@dataclass
+class JEPAConfig:
+    """Joint-embedding predictive architecture (Assran et al. 2023): predictor and EMA teacher."""
+
+    mask: MaskConfig = field(default_factory=lambda: MaskConfig(name="multiblock"))
+    predictor_dim: int = bounded(384, ge=8)
+    predictor_depth: int = bounded(6, ge=1)
+    predictor_heads: int = bounded(6, ge=1)
+    ema: tuple[float, float] = (0.996, 1.0)
+    loss: Literal["smooth_l1", "l2"] = "smooth_l1"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay, stepped per optimizer step."""
+
+    lr: float = bounded(1.5e-4, gt=0)
+    min_lr: float = bounded(0.0, ge=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int | None = bounded(None, ge=0)
+    warmup_epochs: float | None = bounded(None, ge=0)
+    grad_clip: float | None = bounded(None, gt=0)
+    accumulate: int = bounded(1, ge=1)
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, logging and checkpointing."""
+
+    batch_size: int = bounded(32, ge=1)
+    max_steps: int | None = bounded(None, ge=1)
+    epochs: float | None = bounded(None, gt=0)
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    log_every: int = bounded(10, ge=1)
+    figure_every: int | None = bounded(None, ge=1)  # default: every log_every × 10 steps and the end
+    checkpoint_every: int | None = bounded(None, ge=1)
+    keep_last: int = bounded(2, ge=1)
+    num_workers: int = bounded(0, ge=0)
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"
+
+
+@dataclass
+class Config:
+    """The whole resolved run configuration (what ``OUT/config.yaml`` holds)."""
+
+    modality: str
+    data: Any
+    tokenizer: Any
+    recipe: str = ""
+    objective: Literal["mae", "jepa"] = "mae"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    jepa: JEPAConfig = field(default_factory=JEPAConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses / tuples → plain dicts / lists, ready for YAML or JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def parse(cls: type, data: Any, prefix: str = "", overrides: dict[str, type] | None = None) -> Any:
+    """Build dataclass ``cls`` from ``data``, validating every key, type, choice and range.
+
+    ``overrides`` maps a field name of ``cls`` to the dataclass to use for it (how ``Config``
+    gets the plugin's ``data``/``tokenizer`` types).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(_join(prefix, unknown[0]), f"unknown key; allowed keys: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        hint = (overrides or {}).get(name, hints[name])
+        if name not in data:
+            if dataclasses.is_dataclass(hint) and (f.default is dataclasses.MISSING
+                                                     and f.default_factory is dataclasses.MISSING):
+                kwargs[name] = parse(hint, {}, key)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(key, "required key is missing")
+            continue
+        value = _coerce(hint, data[name], key)
+        _check_range(f, value, key)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(key, f"{value!r} is not allowed; choose one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(key, f"expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+        if out != out or out in (float("inf"), float("-inf")):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        return out
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    if value is None or not isinstance(value, (int, float)):
+        return
+    m = f.metadata
+    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        b = m.get(bound)
+        if b is not None and not ok(value, b):
+            raise ConfigError(key, f"must be {word} {b}, got {value}")
+
+
+def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``other`` over ``base``, recursively for nested mappings (neither is modified)."""
+    out = dict(base)
+    for k, v in other.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_set(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one ``key.sub=value`` override (value parsed as YAML) to a nested dict."""
+    if "=" not in assignment:
+        raise ConfigError(assignment, "an override must look like key.sub=value")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(key or assignment, "an override must look like key.sub=value")
+    value = yaml.safe_load(text) if text.strip() else ""
+    nested: Any = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return deep_merge(raw, nested)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML config file; a missing, unreadable or non-mapping file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"the file must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(modality: Modality, recipe: str | None = None, config_file: Path | None = None,
+                 sets: Sequence[str] = (), flags: dict[str, Any] | None = None) -> Config:
+    """Resolve a run's config: recipe ← ``config_file`` ← ``--set`` overrides ← CLI ``flags``.
+
+    ``flags`` is a nested dict (``{"train": {"max_steps": 30}}``); None values are ignored.
+    """
+    recipes = modality.recipes()
+    name = recipe or modality.default_recipe
+    if name not in recipes:
+        raise ConfigError("recipe", f"unknown recipe '{name}' for {modality.name}; "
+                                    f"choose one of {', '.join(sorted(recipes))}")
+    raw = load_yaml(recipes[name].path)
+    if config_file is not None:
+        raw = deep_merge(raw, load_yaml(config_file))
+    for assignment in sets:
+        raw = apply_set(raw, assignment)
+    raw = deep_merge(raw, _drop_none(flags or {}))
+    raw["modality"] = modality.name
+    raw.setdefault("recipe", name)
+    return parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}

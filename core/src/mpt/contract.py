@@ -1,0 +1,234 @@
+"""The plugin contract: what a modality provides and what the core consumes.
+
+Data flow of one step (see docs/architecture.md)::
+
+    files --Modality.dataset()--> samples --Modality.collate()--> batch tensor
+    batch --Tokenizer.tokenize()--> TokenSet --Masker--> Mask(keep, pred)
+    Tokenizer.embed(patches[keep]) + Tokenizer.pos(coords[keep]) --> Encoder --> Objective
+
+Everything above the ``TokenSet`` is modality-specific (a plugin); everything below is generic.
+The contract is versioned by :data:`PLUGIN_API`; a plugin declares the version it was built for
+in ``Modality.plugin_api``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+PLUGIN_API = 1
+"""Version of the plugin contract. Bumped on any incompatible change to this module."""
+
+
+@dataclass
+class TokenSet:
+    """A batch cut into tokens, before any learnable layer.
+
+    Attributes:
+        patches: ``[B, N, *patch_shape]`` raw content of each token (pixels, a point group …).
+        coords: ``[B, N, C]`` float position of each token (grid index, xyz centre, time …).
+        grid: token-grid shape (``prod(grid) == N``, row-major) for structured maskers,
+            or ``None`` when the tokens form an unordered set.
+        valid: ``[B, N]`` bool, ``False`` for padding tokens, or ``None`` when all are valid.
+    """
+
+    patches: Tensor
+    coords: Tensor
+    grid: tuple[int, ...] | None = None
+    valid: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.patches.shape[:2] != self.coords.shape[:2]:
+            raise ValueError(
+                f"TokenSet: patches {tuple(self.patches.shape)} and coords "
+                f"{tuple(self.coords.shape)} disagree on [B, N]"
+            )
+        if self.grid is not None and math.prod(self.grid) != self.patches.shape[1]:
+            raise ValueError(f"TokenSet: grid {self.grid} does not hold N={self.patches.shape[1]} tokens")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.patches.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.patches.shape[1])
+
+    @property
+    def patch_shape(self) -> tuple[int, ...]:
+        return tuple(self.patches.shape[2:])
+
+    def select(self, index: Tensor) -> TokenSet:
+        """Tokens at ``index`` ``[B, n]`` (per sample); the result is a set (``grid=None``)."""
+        return TokenSet(
+            patches=gather_tokens(self.patches, index),
+            coords=gather_tokens(self.coords, index),
+            grid=None,
+            valid=None if self.valid is None else torch.gather(self.valid, 1, index),
+        )
+
+
+def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """``x[b, index[b]]`` for every sample: ``[B, N, *rest]`` × ``[B, n]`` → ``[B, n, *rest]``."""
+    rest = x.shape[2:]
+    idx = index.reshape(*index.shape, *([1] * len(rest))).expand(*index.shape, *rest)
+    return torch.gather(x, 1, idx)
+
+
+@dataclass
+class Mask:
+    """Which tokens the encoder sees and which ones the objective predicts.
+
+    ``keep`` ``[B, Nk]`` and ``pred`` ``[B, Np]`` are token indices, disjoint per sample, with the
+    same counts for every sample of the batch (so they batch without padding).
+    """
+
+    keep: Tensor
+    pred: Tensor
+
+    @property
+    def ratio(self) -> float:
+        """Share of the tokens that are hidden from the encoder (for logging)."""
+        n = self.keep.shape[1] + self.pred.shape[1]
+        return self.pred.shape[1] / max(n, 1)
+
+
+class Masker(Protocol):
+    """A pure function of a token layout and a generator: same inputs, same mask."""
+
+    def __call__(self, tokens: TokenSet, generator: torch.Generator) -> Mask: ...
+
+
+class Tokenizer(nn.Module):
+    """Turns a raw batch into tokens (``tokenize``, parameter-free) and embeds them.
+
+    Subclasses implement :meth:`tokenize`, :meth:`embed` and :meth:`card`, and set
+    ``coord_dim`` and ``pos_kind`` ("sincos" for grid coordinates, "mlp" for continuous ones)
+    before calling ``super().__init__(dim)``. The base class builds ``self.pos`` from those.
+    """
+
+    coord_dim: int
+    pos_kind: str
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        from mpt.pos_embed import create_pos_embed
+
+        self.dim = dim
+        self.pos = create_pos_embed(self.pos_kind, self.coord_dim, dim)
+
+    def make_pos(self, dim: int) -> nn.Module:
+        """A fresh position embedding of the same kind at another width (decoder, predictor)."""
+        from mpt.pos_embed import create_pos_embed
+
+        return create_pos_embed(self.pos_kind, self.coord_dim, dim)
+
+    def tokenize(self, batch: Tensor) -> TokenSet:
+        """Raw batch (as ``Modality.collate`` returns it) → :class:`TokenSet`. No learnable state."""
+        raise NotImplementedError
+
+    def embed(self, patches: Tensor) -> Tensor:
+        """``[B, n, *patch_shape]`` → ``[B, n, dim]``."""
+        raise NotImplementedError
+
+    def card(self) -> dict[str, Any]:
+        """JSON-able settings that rebuild this tokenizer (written to the encoder card)."""
+        raise NotImplementedError
+
+
+class Target(nn.Module):
+    """What predicted tokens must match, and the loss.
+
+    ``pred`` ``[B, Np, pred_dim]`` is the decoder output; ``patches`` ``[B, Np, *patch_shape]``
+    are the raw contents of the predicted tokens. ``loss`` returns a scalar.
+    """
+
+    def pred_dim(self, patch_shape: Sequence[int]) -> int:
+        return math.prod(patch_shape)
+
+    def loss(self, pred: Tensor, patches: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reconstruct(self, pred: Tensor, patches: Tensor) -> Tensor:
+        """Decoder output in the layout of ``patches`` (for figures)."""
+        return pred.reshape(*pred.shape[:2], -1)[..., : math.prod(patches.shape[2:])].reshape(patches.shape)
+
+
+@dataclass
+class Sample:
+    """One item of a modality dataset: ``input`` as the collate function expects it."""
+
+    input: Tensor
+    source: str = ""
+    label: int | None = None
+
+
+@dataclass
+class Recipe:
+    """A named, validated config file shipped by a plugin (paper setting or demo size)."""
+
+    name: str
+    path: Path
+    description: str = ""
+
+
+@dataclass
+class Figure:
+    """What ``Modality.visualize`` receives: one batch as the objective saw it."""
+
+    batch: Tensor
+    tokens: TokenSet
+    mask: Mask
+    reconstruction: Tensor | None = None  # [B, Np, *patch_shape] for MAE, None for JEPA
+    title: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Modality:
+    """The object a plugin's ``mpt.modalities`` entry point returns (class or instance).
+
+    Attributes a plugin sets: ``name``, ``description``, ``plugin_api`` (the
+    :data:`PLUGIN_API` it was written for), ``data_config`` and ``tokenizer_config``
+    (dataclasses validated like the rest of the config) and ``default_recipe`` (the recipe
+    used when the user names none; it must run on a laptop CPU in minutes).
+
+    A dataset may define ``reseed(seed: int)``: the trainer calls it at the start of every epoch
+    so per-sample randomness (augmentation, point sampling) is a function of (seed, index) and
+    an interrupted run resumes exactly.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_recipe: ClassVar[str] = "default"
+    plugin_api: ClassVar[int] = PLUGIN_API
+    data_config: ClassVar[type]
+    tokenizer_config: ClassVar[type]
+
+    def dataset(self, path: Path | None, split: str, config: Any, *, skip_bad_files: bool = False) -> Dataset:
+        """Samples (:class:`Sample`) from ``path`` (a file or folder), or the embedded demo data
+        when ``path`` is None. Bad files raise :class:`mpt.errors.DataError` naming the file, or
+        with ``skip_bad_files`` are recorded in ``dataset.skipped`` (list of ``(path, reason)``)."""
+        raise NotImplementedError
+
+    def collate(self, samples: list[Sample]) -> Tensor:
+        return torch.stack([s.input for s in samples])
+
+    def tokenizer(self, config: Any, dim: int) -> Tokenizer:
+        raise NotImplementedError
+
+    def targets(self) -> dict[str, Callable[[], Target]]:
+        """Named MAE targets of this modality (the core adds its own, see :mod:`mpt.targets`)."""
+        return {}
+
+    def recipes(self) -> dict[str, Recipe]:
+        raise NotImplementedError
+
+    def visualize(self, figure: Figure, path: Path) -> None:
+        """Write one PNG for the first sample(s) of ``figure`` to ``path``."""
+        raise NotImplementedError

@@ -1,0 +1,83 @@
+"""Position embeddings added to token embeddings (the ``Tokenizer.pos`` module).
+
+Two kinds, picked by ``Tokenizer.pos_kind``:
+
+* ``"sincos"`` — fixed sine-cosine embedding of grid coordinates, the N-D generalisation of
+  MAE's 2-D table (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners"): the
+  width is shared out across the coordinate axes and each axis gets MAE's 1-D formula.
+  It is computed on the fly from ``coords``, so any grid size or shape works at any time with
+  no table to interpolate.
+* ``"mlp"`` — a learned MLP on continuous coordinates, as Point-MAE embeds group centres
+  (Pang et al. 2022, "Masked Autoencoders for Point Cloud Self-supervised Learning").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mpt.errors import ConfigError
+
+POS_KINDS = ("sincos", "mlp")
+
+
+def sincos_nd(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """Fixed sine-cosine embedding of ``coords`` ``[..., C]`` → ``[..., dim]``.
+
+    Each of the ``C`` axes gets an even share ``d = 2 * (dim // (2 * C))`` of the width and
+    MAE's 1-D formula: ``omega_k = 1 / temperature ** (k / (d/2))`` for ``k < d/2`` and
+    ``concat(sin(pos * omega), cos(pos * omega))``. Axes are concatenated in ``coords`` order
+    and the remaining ``dim - C * d`` channels are zero. Coordinates may be any real values
+    (non-square and non-integer grids alike); nothing is tabulated, so no interpolation is ever
+    needed. Computed in float32; the result has the dtype of ``coords`` when it is floating.
+    """
+    n_axes = coords.shape[-1]
+    if n_axes < 1 or dim < 2 * n_axes:
+        raise ValueError(f"sincos_nd: dim={dim} is too small for {n_axes} coordinate axes (need >= {2 * n_axes})")
+    half = dim // (2 * n_axes)
+    pos = coords.to(torch.float32)
+    omega = 1.0 / temperature ** (torch.arange(half, dtype=torch.float32, device=coords.device) / half)
+    angle = pos.unsqueeze(-1) * omega  # [..., C, half]
+    emb = torch.cat([angle.sin(), angle.cos()], dim=-1).flatten(-2)  # [..., C * 2 * half]
+    emb = F.pad(emb, (0, dim - emb.shape[-1]))
+    return emb.to(coords.dtype) if coords.is_floating_point() else emb
+
+
+class SinCosPosEmbed(nn.Module):
+    """Parameter-free N-D sine-cosine embedding: ``[B, n, coord_dim]`` → ``[B, n, dim]``."""
+
+    def __init__(self, coord_dim: int, dim: int) -> None:
+        super().__init__()
+        self.coord_dim = coord_dim
+        self.dim = dim
+
+    def forward(self, coords: Tensor) -> Tensor:
+        if coords.shape[-1] != self.coord_dim:
+            raise ValueError(f"SinCosPosEmbed: expected {self.coord_dim} coordinates, got {coords.shape[-1]}")
+        return sincos_nd(coords, self.dim)
+
+
+class MLPPosEmbed(nn.Module):
+    """Point-MAE's learned position MLP: ``Linear(C, 128) → GELU → Linear(128, dim)``.
+
+    ``[B, n, coord_dim]`` → ``[B, n, dim]``.
+    """
+
+    def __init__(self, coord_dim: int, dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.coord_dim = coord_dim
+        self.dim = dim
+        self.net = nn.Sequential(nn.Linear(coord_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, coords: Tensor) -> Tensor:
+        return self.net(coords)
+
+
+def create_pos_embed(kind: str, coord_dim: int, dim: int) -> nn.Module:
+    """The position embedding ``kind`` ("sincos" or "mlp") for ``coord_dim`` coordinates."""
+    if kind == "sincos":
+        return SinCosPosEmbed(coord_dim, dim)
+    if kind == "mlp":
+        return MLPPosEmbed(coord_dim, dim)
+    raise ConfigError("tokenizer.pos_kind", f"unknown position embedding {kind!r}; allowed: {', '.join(POS_KINDS)}")

@@ -1,0 +1,54 @@
+"""The ``pointcloud`` modality: the object the ``mpt.modalities`` entry point returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mpt.contract import PLUGIN_API, Figure, Modality, Recipe, Target, Tokenizer
+from mpt_pointcloud.config import PointCloudDataConfig, PointCloudTokenizerConfig
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEMO_DATA = PACKAGE_DIR / "data"
+RECIPES = PACKAGE_DIR / "recipes"
+
+
+class PointCloud(Modality):
+    """Point clouds and meshes (.ply .pcd .xyz .pts .npy .npz .off .obj .stl), Point-MAE tokens."""
+
+    name = "pointcloud"
+    description = ("Point clouds and meshes; Point-MAE tokenizer (FPS + KNN groups, mini-PointNet) "
+                   "and Chamfer-L2 target, in plain PyTorch")
+    plugin_api = PLUGIN_API
+    default_recipe = "demo"
+    data_config = PointCloudDataConfig
+    tokenizer_config = PointCloudTokenizerConfig
+
+    def dataset(self, path: Path | None, split: str, config: PointCloudDataConfig, *,
+                skip_bad_files: bool = False):  # noqa: ANN201 - a PointCloudDataset
+        from mpt_pointcloud.dataset import PointCloudDataset
+
+        return PointCloudDataset(DEMO_DATA if path is None else path, split, config,
+                                 skip_bad_files=skip_bad_files)
+
+    def tokenizer(self, config: PointCloudTokenizerConfig, dim: int) -> Tokenizer:
+        from mpt_pointcloud.tokenizer import PointTokenizer
+
+        return PointTokenizer(config, dim, in_channels=3 + config.features)
+
+    def targets(self) -> dict[str, Callable[[], Target]]:
+        from mpt_pointcloud.targets import ChamferTarget
+
+        return {"chamfer": ChamferTarget}
+
+    def recipes(self) -> dict[str, Recipe]:
+        out = {}
+        for path in sorted(RECIPES.glob("*.yaml")):
+            first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+            out[path.stem] = Recipe(name=path.stem, path=path, description=first.lstrip("# ").strip())
+        return out
+
+    def visualize(self, figure: Figure, path: Path) -> None:
+        from mpt_pointcloud.figures import visualize
+
+        visualize(figure, path)

@@ -1,0 +1,68 @@
+"""Point-MAE tokenizer (Pang et al., ECCV 2022): FPS centres, KNN groups, mini-PointNet embedding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mpt.contract import Tokenizer, TokenSet
+from mpt_pointcloud.config import PointCloudTokenizerConfig
+from mpt_pointcloud.ops import farthest_point_sample, knn
+
+
+class PointTokenizer(Tokenizer):
+    """Cuts clouds ``[B, P, 3+F]`` into ``num_groups`` groups of ``group_size`` points.
+
+    Tokens: ``patches [B, G, K, 3+F]`` (xyz relative to the group centre, features unchanged),
+    ``coords [B, G, 3]`` (the FPS centres), ``grid=None`` (an unordered set).
+    """
+
+    coord_dim = 3
+    pos_kind = "mlp"
+
+    def __init__(self, config: PointCloudTokenizerConfig, dim: int, in_channels: int = 3) -> None:
+        super().__init__(dim)
+        if in_channels < 3:
+            raise ValueError(f"in_channels must be >= 3 (xyz first), got {in_channels}")
+        self.config = config
+        self.in_channels = in_channels
+        h = config.hidden
+        # Point-MAE `Encoder`: Conv1d(k=1) layers, written as Linear + BatchNorm1d over all points.
+        self.first = nn.Sequential(nn.Linear(in_channels, h // 2), nn.BatchNorm1d(h // 2),
+                                   nn.ReLU(inplace=True), nn.Linear(h // 2, h))
+        self.second = nn.Sequential(nn.Linear(2 * h, 2 * h), nn.BatchNorm1d(2 * h),
+                                    nn.ReLU(inplace=True), nn.Linear(2 * h, dim))
+
+    @torch.no_grad()
+    def tokenize(self, batch: Tensor) -> TokenSet:
+        """``[B, P, C≥3+F]`` (any P) → :class:`TokenSet` of ``num_groups`` point groups."""
+        c = self.in_channels
+        if batch.ndim != 3 or batch.shape[-1] < c:
+            raise ValueError(f"point tokenizer expects [B, P, {c}] (xyz + {c - 3} feature columns: "
+                             f"tokenizer.features), got {tuple(batch.shape)}")
+        x = batch[..., :c].float()
+        k = self.config.group_size
+        if x.shape[1] < k:  # too few points for one group: repeat them (deterministically)
+            x = x[:, torch.arange(k, device=x.device) % x.shape[1]]
+        xyz = x[..., :3].contiguous()
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]
+        centres = xyz[rows, farthest_point_sample(xyz, self.config.num_groups)]  # [B, G, 3]
+        idx = knn(centres, xyz, k)  # [B, G, K]
+        patches = x[rows[:, :, None], idx]  # [B, G, K, C]
+        patches[..., :3] -= centres.unsqueeze(2)
+        return TokenSet(patches=patches, coords=centres, grid=None)
+
+    def embed(self, patches: Tensor) -> Tensor:
+        """Mini-PointNet per group: ``[B, n, K, C]`` → ``[B, n, dim]``."""
+        b, n, k, c = patches.shape
+        h = self.config.hidden
+        f = self.first(patches.reshape(-1, c)).reshape(b * n, k, h)
+        g = f.max(dim=1, keepdim=True).values.expand(-1, k, -1)  # global feature of each group
+        f = self.second(torch.cat([g, f], dim=-1).reshape(-1, 2 * h)).reshape(b * n, k, self.dim)
+        return f.max(dim=1).values.reshape(b, n, self.dim)
+
+    def card(self) -> dict[str, Any]:
+        return {"num_groups": self.config.num_groups, "group_size": self.config.group_size,
+                "hidden": self.config.hidden, "in_channels": self.in_channels}
