@@ -160,7 +160,8 @@ def test_block_varies_with_seed_and_covers_the_grid() -> None:
 
 @FAST
 @given(grid=spatio_temporal, batch=st.integers(1, 4), ratio=ratios, seed=seeds)
-def test_tube_is_the_same_at_every_time_step(grid: tuple[int, ...], batch: int, ratio: float, seed: int) -> None:
+def test_tube_is_the_same_at_every_time_step(grid: tuple[int, ...], batch: int, ratio: float,
+                                             seed: int) -> None:
     n, t, s = math.prod(grid), grid[0], math.prod(grid[1:])
     mask = tube_mask(make_tokens(grid, batch), gen(seed), ratio)
     check(mask, batch, n)

@@ -69,6 +69,15 @@ def list_checkpoints(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """``state.json`` of the checkpoint at ``path`` (step, config, …) without loading any tensor."""
+    try:
+        return json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); delete it to resume from an "
+                              "earlier one") from None
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore ``model`` (strictly) and ``optimizer`` from ``path``; returns ``state.json``."""
     try:
@@ -78,10 +87,14 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); delete it to resume from an "
                               "earlier one") from None
-    missing, unexpected = _key_diff(model.state_dict(), weights)
-    if missing or unexpected:
+    expected = model.state_dict()
+    missing, unexpected = _key_diff(expected, weights)
+    shapes = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
         raise CheckpointError(f"checkpoint {path} does not match this model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]} (did the config change since?)")
+                              f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]} "
+                              "(did the config change since?)")
     model.load_state_dict(weights, strict=True)
     optimizer.load_state_dict(opt_state)
     return state

@@ -103,7 +103,7 @@ class TrainConfig:
     precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     log_every: int = bounded(10, ge=1)
-    figure_every: int | None = bounded(None, ge=1)  # default: every log_every × 10 steps and the end
+    figure_every: int | None = bounded(None, ge=1)  # default: every log_every steps, and the last step
     checkpoint_every: int | None = bounded(None, ge=1)
     keep_last: int = bounded(2, ge=1)
     num_workers: int = bounded(0, ge=0)

@@ -45,7 +45,7 @@ def block_mask(tokens: TokenSet, generator: torch.Generator, ratio: float) -> Ma
 
     Cells are ranked by the Chebyshev distance from a random centre cell, each axis divided by a
     random log-uniform scale in (0.5, 2); ties go to the smaller scaled Euclidean distance, then to
-    noise. Every chosen cell thus has a chosen 4-neighbour nearer the centre: one connected box,
+    noise. Every chosen cell thus has a chosen face neighbour nearer the centre: one connected box,
     filled except for part of its outermost layer.
     """
     grid = _grid(tokens, "block")
@@ -53,8 +53,8 @@ def block_mask(tokens: TokenSet, generator: torch.Generator, ratio: float) -> Ma
     dev = generator.device
     pos = _positions(grid, dev)  # [N, D]
     centre = pos[torch.randint(n, (b,), generator=generator, device=dev)]  # [B, D]
-    log_scale = torch.empty(b, len(grid), device=dev).uniform_(math.log(0.5), math.log(2.0), generator=generator)
-    rel = (pos - centre[:, None]).abs() / log_scale.exp()[:, None]  # [B, N, D]
+    log_scale = (torch.rand(b, len(grid), generator=generator, device=dev) * 2 - 1) * math.log(2.0)
+    rel = (pos - centre[:, None]).abs() / log_scale.exp()[:, None]  # [B, N, D], scale in (0.5, 2)
     noise = torch.rand(b, n, generator=generator, device=dev)
     order = _lexsort([rel.amax(-1), rel.square().sum(-1), noise])
     pred, keep = _split(order, _n_pred(n, ratio))
@@ -130,7 +130,8 @@ def point_block_mask(tokens: TokenSet, generator: torch.Generator, ratio: float)
     ties by index) a random centre token are predicted. Works on sets (``grid`` may be None)."""
     b, n = _size(tokens, "point_block")
     dev = generator.device
-    coords = tokens.coords.detach().to(dev, torch.float32)  # layout only, never the contents
+    dtype = torch.promote_types(tokens.coords.dtype, torch.float32)
+    coords = tokens.coords.detach().to(dev, dtype)  # layout only, never the contents
     centre = torch.randint(n, (b,), generator=generator, device=dev)
     dist = (coords - coords[torch.arange(b, device=dev), centre][:, None]).norm(dim=-1)  # [B, N]
     pred, keep = _split(dist.argsort(dim=1, stable=True), _n_pred(n, ratio))
@@ -159,7 +160,8 @@ def create_masker(cfg: MaskConfig) -> Masker:
 def _size(tokens: TokenSet, name: str) -> tuple[int, int]:
     b, n = tokens.batch_size, tokens.num_tokens
     if n < 2:
-        raise ConfigError(KEY, f"masker '{name}' needs at least 2 tokens (one visible, one predicted), got {n}")
+        raise ConfigError(KEY, f"masker '{name}' needs at least 2 tokens (one visible, one predicted), "
+                               f"got {n}")
     return b, n
 
 

@@ -34,7 +34,8 @@ def sincos_nd(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
     """
     n_axes = coords.shape[-1]
     if n_axes < 1 or dim < 2 * n_axes:
-        raise ValueError(f"sincos_nd: dim={dim} is too small for {n_axes} coordinate axes (need >= {2 * n_axes})")
+        raise ValueError(f"sincos_nd: dim={dim} is too small for {n_axes} coordinate axes "
+                         f"(need >= {2 * n_axes})")
     half = dim // (2 * n_axes)
     pos = coords.to(torch.float32)
     omega = 1.0 / temperature ** (torch.arange(half, dtype=torch.float32, device=coords.device) / half)
@@ -80,4 +81,5 @@ def create_pos_embed(kind: str, coord_dim: int, dim: int) -> nn.Module:
         return SinCosPosEmbed(coord_dim, dim)
     if kind == "mlp":
         return MLPPosEmbed(coord_dim, dim)
-    raise ConfigError("tokenizer.pos_kind", f"unknown position embedding {kind!r}; allowed: {', '.join(POS_KINDS)}")
+    allowed = ", ".join(POS_KINDS)
+    raise ConfigError("tokenizer.pos_kind", f"unknown position embedding {kind!r}; allowed: {allowed}")

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from mpt.backbone import Backbone, build_backbone
-from mpt.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from mpt.checkpoint import list_checkpoints, load_checkpoint, read_state, save_checkpoint
 from mpt.config import Config
 from mpt.contract import Modality
 from mpt.errors import ConfigError, DataError, TrainingError
@@ -166,8 +166,9 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
 
     step, first_loss, step_loss = 0, None, float("nan")
     if resume:
+        # Compare configs before touching tensors: a changed size must name its key, not fail on shapes.
+        check_resume(read_state(existing[-1]).get("config", {}), config_dict)
         state = load_checkpoint(existing[-1], objective, optimizer)
-        check_resume(state["config"], config_dict)
         step, first_loss = state["step"], state.get("first_loss")
     start_step = step
     if accelerator.is_main_process:

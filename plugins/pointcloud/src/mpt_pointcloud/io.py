@@ -63,16 +63,18 @@ def read_points(path: str | Path, n: int = 8192) -> np.ndarray:
         pts = _read_numpy(path)
     elif ext == ".ply":
         pts = _read_mesh(path, n) if _check_ply(path) else _read_cloud(path)
+    elif ext == ".off":
+        pts = _check_off(path)  # the vertices when the file has no faces
+        pts = _read_mesh(path, n) if pts is None else pts
     elif ext in MESH_EXTS:
-        if ext == ".off":
-            _check_off(path)
         pts = _read_mesh(path, n)
     else:
         pts = _read_cloud(path)
     return _validate(path, pts)
 
 
-def sample_surface(vertices: np.ndarray, triangles: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def sample_surface(vertices: np.ndarray, triangles: np.ndarray, n: int,
+                   rng: np.random.Generator) -> np.ndarray:
     """``n`` points uniform on a triangle mesh (area-weighted face choice, uniform barycentrics).
 
     vertices ``[V, 3]``, triangles ``[T, 3]`` int → ``[n, 3]``.
@@ -144,6 +146,10 @@ def _read_cloud(path: Path) -> np.ndarray:
 def _read_mesh(path: Path, n: int) -> np.ndarray:
     mesh = _open3d().io.read_triangle_mesh(str(path))
     vertices, triangles = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    if len(vertices) == 0 and path.suffix.lower() == ".obj":  # open3d skips face-less OBJ files
+        rows = [ln.split()[1:4] for ln in path.read_text(encoding="latin-1").splitlines()
+                if ln.startswith("v ")]
+        vertices = np.array(rows, dtype=np.float64) if rows else vertices
     if len(vertices) == 0:
         raise DataError(path, "open3d read no vertices from this mesh (unreadable or empty)")
     if len(triangles) == 0:
@@ -231,8 +237,9 @@ def _check_ply_binary(path: Path, fmt: str, elements: list, start: int, body: in
             raise DataError(path, f"truncated binary PLY: the '{name}' entries run past the end of the file")
 
 
-def _check_off(path: Path) -> None:
-    """Validate an ASCII OFF file: counts against the file size first, then every line."""
+def _check_off(path: Path) -> np.ndarray | None:
+    """Validate an ASCII OFF file (counts against the file size first, then every line);
+    return its vertices ``[V, 3]`` if it has no faces (open3d would read nothing), else None."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(4096).decode("latin-1")
@@ -256,8 +263,14 @@ def _check_off(path: Path) -> None:
                               f"the file has {len(rows)} data lines")
     if any(len(r) < 3 for r in rows[:nv]):
         raise DataError(path, "invalid OFF: a vertex line has fewer than 3 coordinates")
+    if nf == 0:
+        try:
+            return np.array([r[:3] for r in rows[:nv]], dtype=np.float64)
+        except ValueError as exc:
+            raise DataError(path, f"invalid OFF: {exc}") from None
     for j, r in enumerate(rows[nv : nv + nf]):
         k = int(r[0]) if r[0].isdigit() else -1
         if k < 3 or len(r) < k + 1 or any(not v.isdigit() or int(v) >= nv for v in r[1 : k + 1]):
-            raise DataError(path, f"invalid OFF: face {j} ('{' '.join(r)[:40]}') is not "
-                                  f"'n i1 … in' with n ≥ 3 indices below {nv}")
+            raise DataError(path, f"invalid OFF: face {j} is '{' '.join(r)[:40]}'; a face must be "
+                                  f"'n i1 … in' with n ≥ 3 vertex indices below {nv}")
+    return None

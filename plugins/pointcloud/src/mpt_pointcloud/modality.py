@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mpt.contract import PLUGIN_API, Figure, Modality, Recipe, Target, Tokenizer
 from mpt_pointcloud.config import PointCloudDataConfig, PointCloudTokenizerConfig

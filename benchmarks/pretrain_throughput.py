@@ -1,0 +1,458 @@
+"""Pretraining throughput of one modality: s/step, samples/s, FLOPs, MFU, peak RSS.
+
+Builds a run exactly as ``mpt pretrain`` does (config → dataset → backbone → objective → AdamW →
+masker, all from the library) and times ``--steps`` training steps (tokenize → mask → forward →
+backward → AdamW) per precision, after ``--warmup`` untimed ones. Prints one JSON object per line
+on stdout per measurement (DESIGN.md §7) and nothing else; progress goes to stderr.
+
+    python benchmarks/pretrain_throughput.py --modality pointcloud
+    python benchmarks/pretrain_throughput.py --modality pointcloud --recipe point-mae --precision no
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one training step, with
+formulas registered here for the CPU SDPA kernels, which torch counts as zero. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils import flop_counter
+
+BENCH = "pretrain_throughput"
+PRECISIONS = ("no", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+GEMM_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FLOPS_NOTE = ("flops_per_step counts one training step (forward + backward + AdamW) of the model as "
+              "torch.utils.flop_counter.FlopCounterMode sees its torch ops (matmuls, convs, SDPA with "
+              "the CPU flash-attention formulas registered by this script); the tokenizer's non-GEMM "
+              "work (FPS, KNN, gathers), elementwise ops, norms and the optimizer count zero")
+
+aten = torch.ops.aten
+
+
+# --------------------------------------------------------------------------- FLOP counting
+
+
+def sdpa_forward_flops(query_shape: Sequence[int], key_shape: Sequence[int],
+                       value_shape: Sequence[int]) -> int:
+    """``Q Kᵀ`` plus ``P V``: ``2·B·H·Lq·Lk·d + 2·B·H·Lq·Lk·d_v`` (= 4·B·H·Lq·Lk·d when d_v = d).
+
+    Heads are the query's (grouped-query attention broadcasts K/V heads); causal masking is
+    ignored, as torch's own SDPA formulas do.
+    """
+    b, h, lq, d = query_shape
+    lk = key_shape[-2]
+    dv = value_shape[-1]
+    return 2 * b * h * lq * lk * d + 2 * b * h * lq * lk * dv
+
+
+def sdpa_backward_flops(query_shape: Sequence[int], key_shape: Sequence[int],
+                        value_shape: Sequence[int]) -> int:
+    """Gradients of both products, two GEMMs each: 2 × the forward (8·B·H·Lq·Lk·d).
+
+    The flash kernel also recomputes ``Q Kᵀ`` in the backward; that recomputation is not counted
+    (the usual MFU convention: backward = 2 × forward).
+    """
+    return 2 * sdpa_forward_flops(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_forward_flops(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                   **kwargs) -> int:
+    return sdpa_backward_flops(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_formulas() -> dict[Any, Callable[..., int]]:
+    """Our formulas for the SDPA ops torch counts as zero (those missing from its registry)."""
+    wanted = {
+        "_scaled_dot_product_flash_attention_for_cpu": _cpu_flash_fwd,
+        "_scaled_dot_product_flash_attention_for_cpu_backward": _cpu_flash_bwd,
+    }
+    out = {}
+    for name, formula in wanted.items():
+        op = getattr(aten, name, None)
+        if op is not None:
+            out[op] = formula
+    return out
+
+
+_REGISTERED = False
+
+
+def sdpa_flop_mapping() -> dict[Any, Callable[..., int]]:
+    """Make FlopCounterMode count the CPU SDPA kernels; returns the ``custom_mapping`` still needed.
+
+    Registers the formulas globally with ``register_flop_formula`` when this torch has it (once;
+    an op torch already counts itself is left alone, so nothing is counted twice, and the CUDA
+    flash / efficient / cuDNN kernels keep torch's own formulas). Otherwise returns them for
+    ``FlopCounterMode(custom_mapping=...)``.
+    """
+    global _REGISTERED
+    registry = getattr(flop_counter, "flop_registry", {})
+    missing = {op: f for op, f in _cpu_sdpa_formulas().items() if op not in registry}
+    register = getattr(flop_counter, "register_flop_formula", None)
+    if register is None:
+        return missing
+    if not _REGISTERED:
+        for op, formula in missing.items():
+            register(op)(formula)
+        _REGISTERED = True
+    return {}
+
+
+def flop_counter_mode() -> flop_counter.FlopCounterMode:
+    """A silent FlopCounterMode that counts the CPU SDPA kernels too."""
+    return flop_counter.FlopCounterMode(display=False, custom_mapping=sdpa_flop_mapping())
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
+    """Total FLOPs of running ``fn()`` once, and the count per aten op."""
+    with flop_counter_mode() as counter:
+        fn()
+    per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), per_op
+
+
+# --------------------------------------------------------------------------- machine figures
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_time(fn: Callable[[], Any], device: torch.device, reps: int, budget_s: float,
+               warm: bool = True) -> float:
+    """Best wall time of ``fn()`` over up to ``reps`` runs (after one warm-up run unless ``warm``
+    is False); stops early once ``budget_s`` is spent, after at least two timed runs."""
+    if warm:
+        fn()  # warm-up: thread pool, oneDNN/cuBLAS kernel selection
+        sync(device)
+    best, start = float("inf"), time.perf_counter()
+    for i in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+        if i >= 1 and time.perf_counter() - start > budget_s:
+            break
+    return best
+
+
+def gemm_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5,
+              device: torch.device | str = "cpu", max_product_s: float = 1.0) -> tuple[float, int]:
+    """Best GFLOP/s of an ``n × n × n`` matrix product (2·n³ FLOPs) in ``dtype``, and the n used.
+
+    Times ``torch.mm(a, b)`` and, as nn.Linear computes it, ``F.linear(a, b)`` (= a @ bᵀ), and
+    keeps the faster: on CPUs without native bf16 (AVX2) ``torch.mm`` in bf16 takes a slow
+    fallback while ``F.linear`` goes through oneDNN, and a model's GEMMs are linears. The size
+    doubles from 256 up to ``n`` while the next product is predicted to take at most
+    ``max_product_s``, so an emulated dtype or a loaded machine costs seconds, not minutes.
+    """
+    device = torch.device(device)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    ops: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "mm": torch.mm, "linear": torch.nn.functional.linear}
+    m = 256
+    while True:
+        a = torch.randn(m, m, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(m, m, generator=g).to(device=device, dtype=dtype)
+        times = {k: _best_time(lambda f=f, a=a, b=b: f(a, b), device, 1, 0.0) for k, f in ops.items()}
+        fastest = min(times.values())
+        ops = {k: f for k, f in ops.items() if times[k] <= 4 * fastest}  # drop a clearly slow path
+        if m >= n or fastest * 8 > max_product_s:
+            break
+        m *= 2
+    name = min(ops, key=times.__getitem__)  # already warm at size m: reps - 1 more timed runs
+    f = ops[name]
+    best = min(times[name], _best_time(lambda: f(a, b), device, max(reps - 1, 1), reps * max_product_s / 2,
+                                       warm=False))
+    return 2 * m**3 / best / 1e9, m
+
+
+def gemm_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5,
+                     device: torch.device | str = "cpu") -> float:
+    """Peak matrix-product GFLOP/s in ``dtype`` (see :func:`gemm_peak`)."""
+    return gemm_peak(dtype, n, reps, device)[0]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (monotone), MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def cpu_capability(device: torch.device) -> str:
+    """The CPU's SIMD level as torch dispatches it (``AVX2``, ``AVX512``), with ``+AVX512_BF16`` /
+    ``+AMX`` when present (native bf16 GEMMs); or the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        out = str(torch.backends.cpu.get_cpu_capability())
+    except AttributeError:
+        return "unknown"
+    for flag, probe in (("AVX512_BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported")):
+        fn = getattr(torch.cpu, probe, None)
+        with contextlib.suppress(Exception):
+            if fn is not None and fn():
+                out += f"+{flag}"
+    return out
+
+
+def load_avg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def log(msg: str) -> None:
+    print(f"[{BENCH}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """Everything one precision's measurement trains: the pieces ``mpt.trainer.pretrain`` builds."""
+
+    cfg: Any
+    objective: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    masker: Callable
+    tokenizer: Any
+    batch: torch.Tensor
+    params: int
+
+
+def load_config(modality: Any, args: argparse.Namespace):  # noqa: ANN201 - mpt.config.Config
+    from mpt.config import build_config
+
+    flags = {"objective": args.objective, "train": {"batch_size": args.batch}}
+    return build_config(modality, args.recipe, None, args.set, flags)
+
+
+def build_batch(modality: Any, cfg: Any, data: Path | None) -> torch.Tensor:
+    """The first ``batch_size`` samples of the (seeded) training set, collated."""
+    dataset = modality.dataset(data, "train", cfg.data)
+    if hasattr(dataset, "reseed"):
+        dataset.reseed(cfg.train.seed)
+    n = cfg.train.batch_size
+    return modality.collate([dataset[i % len(dataset)] for i in range(n)])
+
+
+def build_run(modality: Any, cfg: Any, batch: torch.Tensor, device: torch.device) -> Run:
+    """Backbone, objective, optimizer and masker as the trainer builds them (seeded: identical
+    initial weights for every precision)."""
+    from mpt.backbone import build_backbone
+    from mpt.masking import create_masker
+    from mpt.optim import create_optimizer
+    from mpt.trainer import build_objective
+
+    torch.manual_seed(cfg.train.seed)
+    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
+    patch_shape = backbone.tokenizer.tokenize(batch[:1]).patch_shape
+    objective = build_objective(cfg, modality, backbone, patch_shape).to(device)
+    optimizer = create_optimizer(objective, cfg.optim)
+    masker = create_masker(cfg.mae.mask if cfg.objective == "mae" else cfg.jepa.mask)
+    params = sum(p.numel() for p in objective.parameters() if p.requires_grad)
+    objective.train()
+    return Run(cfg, objective, optimizer, masker, objective.backbone.tokenizer, batch.to(device), params)
+
+
+def train_step(run: Run, step: int, precision: str, device: torch.device,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, float, float]:
+    """One training step as ``mpt.trainer.pretrain`` runs it; returns (tokenize s, step s, loss)."""
+    from mpt.objectives import JEPA
+    from mpt.optim import ema_momentum
+    from mpt.trainer import step_seed
+
+    seed = step_seed(run.cfg.train.seed, step, 0, 0)
+    torch.manual_seed(seed)  # drop-path draws, as in the trainer
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        tokens = run.tokenizer.tokenize(run.batch)
+    sync(device)
+    t_tok = time.perf_counter() - t0
+    mask = run.masker(tokens, torch.Generator().manual_seed(seed))  # a fresh mask every step
+    autocast = (torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]) if precision in AUTOCAST_DTYPES
+                else contextlib.nullcontext())
+    with autocast:  # Accelerate's mixed precision: autocast around the model's forward only
+        loss = run.objective(tokens, mask).loss
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    clip = run.cfg.optim.grad_clip
+    if clip:
+        if scaler is not None:
+            scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.objective.parameters(), clip)
+    if scaler is not None:
+        scaler.step(run.optimizer)
+        scaler.update()
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if isinstance(run.objective, JEPA):
+        run.objective.update_teacher(ema_momentum(step, 1000, *run.cfg.jepa.ema))
+    sync(device)
+    return t_tok, time.perf_counter() - t0, float(loss.detach())
+
+
+def measure(modality: Any, cfg: Any, batch: torch.Tensor, precision: str, args: argparse.Namespace,
+            device: torch.device, cpu_load: float) -> dict[str, Any]:
+    """Warm-up, FLOP count and timed steps for one precision → one JSON record."""
+    caps = cpu_capability(device)
+    if device.type == "cpu" and precision == "bf16" and "BF16" not in caps and "AMX" not in caps:
+        log(f"warning: this CPU ({caps}) has no native bf16 GEMMs; bf16 is emulated and slow here")
+    run = build_run(modality, cfg, batch, device)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    step = 0
+    log(f"{precision}: counting FLOPs of one step")
+    flops, per_op = count_flops(lambda: train_step(run, step, precision, device, scaler))
+    attention = sum(v for k, v in per_op.items() if "attention" in k)
+    log(f"{precision}: {flops / 1e9:.3f} GFLOP/step ({attention / max(flops, 1):.1%} attention)")
+    step += 1
+    for _ in range(args.warmup):
+        train_step(run, step, precision, device, scaler)
+        step += 1
+    peak, gemm_n = gemm_peak(GEMM_DTYPES[precision], args.gemm_size, device=device)
+    peak_fp32 = peak if precision == "no" else gemm_peak(torch.float32, args.gemm_size, device=device)[0]
+    log(f"{precision}: GEMM peak {peak:.1f} GFLOP/s ({GEMM_DTYPES[precision]}, n={gemm_n}), "
+        f"fp32 {peak_fp32:.1f}; timing {args.steps} steps")
+    times, shares, loss = [], [], float("nan")
+    for _ in range(args.steps):
+        t_tok, t_step, loss = train_step(run, step, precision, device, scaler)
+        times.append(t_step)
+        shares.append(t_tok / t_step)
+        step += 1
+    s = statistics.median(times)
+    record: dict[str, Any] = {
+        "bench": BENCH, "modality": cfg.modality, "impl": "mpt", "recipe": cfg.recipe,
+        "objective": cfg.objective, "precision": precision, "batch": cfg.train.batch_size,
+        "s_per_step": s, "s_per_step_min": min(times), "s_per_step_max": max(times),
+        "samples_per_s": cfg.train.batch_size / s, "flops_per_step": float(flops),
+        "gemm_peak_gflops": peak, "mfu": flops / s / (peak * 1e9),
+        "peak_rss_mib": peak_rss_mib(), "threads": torch.get_num_threads(), "torch": str(torch.__version__),
+        "tokenize_share": statistics.median(shares), "params": run.params, "cpu_load": cpu_load,
+        # extras
+        "gemm_peak_gflops_fp32": peak_fp32, "mfu_fp32": flops / s / (peak_fp32 * 1e9),
+        "attention_flops_share": attention / flops if flops else 0.0,
+        "gemm_n": gemm_n, "steps": args.steps, "warmup": args.warmup, "device": device.type,
+        "cpu_capability": caps,
+        "cpu_load_end": load_avg(), "loss": loss, "flops_note": FLOPS_NOTE,
+    }
+    if device.type == "cuda":
+        record["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return record
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_precisions(values: Sequence[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or ["no,bf16"]:
+        for p in v.split(","):
+            p = p.strip()
+            if not p:
+                continue
+            if p not in PRECISIONS:
+                raise argparse.ArgumentTypeError(
+                    f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--modality", required=True, help="installed modality, e.g. pointcloud")
+    p.add_argument("--recipe", default=None, help="recipe name (default: the modality's default recipe)")
+    p.add_argument("--objective", choices=("mae", "jepa"), default="mae")
+    p.add_argument("--precision", action="append", default=None,
+                   help="no | bf16 | fp16; repeatable or comma-separated (default: no,bf16)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per precision")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, as `mpt pretrain --set` (repeatable)")
+    p.add_argument("--data", type=Path, default=None, help="training data (default: the demo data)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--gemm-size", type=int, default=2048, help="n of the n×n×n GEMM peak measurement")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark; prints (and returns) one record per precision."""
+    cpu_load = load_avg()
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        precisions = parse_precisions(args.precision)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.steps < 1 or args.warmup < 0 or args.threads < 1 or (args.batch is not None and args.batch < 1):
+        parser.error("--steps and --threads must be >= 1, --warmup >= 0, --batch >= 1")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if "fp16" in precisions and device.type != "cuda":
+        parser.error("fp16 needs a CUDA device (on CPU use bf16 or no)")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, precisions, device, cpu_load)
+    finally:
+        torch.set_num_threads(threads_before)  # main() may be called in-process (tests)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """Strict JSON: a non-finite float (e.g. no load average on this OS) becomes null."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def _run(args: argparse.Namespace, precisions: list[str], device: torch.device,
+         cpu_load: float) -> list[dict[str, Any]]:
+    from mpt.registry import get_modality
+
+    out = sys.stdout
+    records = []
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON lines only
+        modality = get_modality(args.modality)
+        cfg = load_config(modality, args)
+        log(f"{cfg.modality} recipe={cfg.recipe} objective={cfg.objective} batch={cfg.train.batch_size} "
+            f"threads={args.threads} device={device} load={cpu_load:.2f}")
+        batch = build_batch(modality, cfg, args.data)
+        for precision in precisions:
+            record = measure(modality, cfg, batch, precision, args, device, cpu_load)
+            log(f"{precision}: {record['s_per_step']:.4f} s/step, {record['samples_per_s']:.1f} samples/s, "
+                f"MFU {record['mfu']:.1%}, tokenize {record['tokenize_share']:.1%}")
+            print(_json_line(record), file=out, flush=True)
+            records.append(record)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""`mpt pretrain | list | info` end to end on the point-cloud plugin, with tiny models.
+
+The 30-step MAE run is made once per session (shared by the xdist workers) and read by several tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import mpt
+import mpt.trainer
+from _mpt_helpers import TINY_SETS, invoke, read_metrics, tiny_args
+from mpt.backbone import build_backbone
+from mpt.checkpoint import list_checkpoints, load_checkpoint
+from mpt.config import Config, build_config, parse
+from mpt.optim import create_optimizer
+from mpt.trainer import build_objective
+
+MPT_EXE = Path(sys.executable).with_name("mpt")
+
+
+def pretrain_args(out: Path, *extra: str, objective: str = "mae", steps: int = 30) -> list[str]:
+    return ["pretrain", "--modality", "pointcloud", "--objective", objective, "--max-steps", str(steps),
+            "--out", str(out), *extra]
+
+
+def run_record(result) -> dict:  # noqa: ANN001 - click Result
+    return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
+            "exception": repr(result.exception)}
+
+
+def assert_clean_error(result, *fragments: str) -> str:  # noqa: ANN001
+    """Exit code 2, an ``error:`` line on stderr holding every fragment, and no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught Python error
+    err = result.stderr
+    assert "error:" in err
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    return err
+
+
+def loss_ratio(out: Path) -> tuple[float, float, float]:
+    losses = [m["loss"] for m in read_metrics(out)]
+    first, last = sum(losses[:3]) / 3, sum(losses[-5:]) / 5
+    return first, last, last / first
+
+
+@pytest.fixture(scope="session")
+def mae_run(shared_dir) -> tuple[Path, dict]:  # noqa: ANN001
+    """30 tiny MAE steps logged every step, a figure every 10 steps."""
+    def build(out: Path) -> dict:
+        return run_record(invoke(*pretrain_args(out, "--log-every", "1", *tiny_args("train.figure_every=10"))))
+
+    out, rec = shared_dir("mae30", build)
+    assert rec["exit_code"] == 0, rec
+    return out, rec
+
+
+# ----------------------------------------------------------------------------------------------
+# the loss falls
+
+
+def test_mae_pretrain_lowers_the_loss(mae_run) -> None:  # noqa: ANN001
+    out, _ = mae_run
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == list(range(1, 31))
+    for m in metrics:
+        assert {"step", "loss", "lr", "samples_per_s"} <= set(m), m
+        assert m["samples_per_s"] > 0 and m["lr"] > 0
+    first, last, ratio = loss_ratio(out)
+    assert ratio < 0.8, f"MAE loss {first:.4f} → {last:.4f} (×{ratio:.2f}) in 30 steps"
+
+
+def test_jepa_pretrain_lowers_the_loss(tmp_path: Path) -> None:
+    # The demo recipe's own optimiser (lr 1e-3, 20 warm-up steps) and EMA (0.996 → 1): nothing tuned.
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, "--log-every", "1", *tiny_args(), objective="jepa"))
+    assert result.exit_code == 0, result.output
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == list(range(1, 31))
+    for m in metrics:
+        assert {"step", "loss", "lr", "samples_per_s"} <= set(m), m
+    first, last, ratio = loss_ratio(out)
+    assert ratio < 0.8, f"JEPA loss {first:.4f} → {last:.4f} (×{ratio:.2f}) in 30 steps"
+    card = json.loads((out / "encoder" / "config.json").read_text())
+    assert card["objective"] == "jepa"
+
+
+# ----------------------------------------------------------------------------------------------
+# what a run leaves behind
+
+
+def test_run_folder_layout(mae_run) -> None:  # noqa: ANN001
+    out, rec = mae_run
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert "versions" in saved
+    saved.pop("versions")
+    modality = mpt.get_modality("pointcloud")
+    flags = {"objective": "mae", "train": {"max_steps": 30, "batch_size": 8, "log_every": 1}}
+    expected = build_config(modality, sets=[*TINY_SETS, "train.figure_every=10"], flags=flags)
+    # resolved: every key (recipe values, defaults, the --set values); it parses back to the same config
+    assert saved == expected.to_dict()
+    assert saved["model"]["dim"] == 32 and saved["tokenizer"]["num_groups"] == 16
+    assert saved["data"]["num_points"] == 256 and saved["train"]["batch_size"] == 8
+    sections = {"data": modality.data_config, "tokenizer": modality.tokenizer_config}
+    reparsed = parse(Config, saved, overrides=sections)
+    assert reparsed == expected
+
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-30"]
+    ckpt = out / "checkpoints" / "step-30"
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "optimizer.pt", "state.json"}
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 30
+    assert {p.name for p in (out / "encoder").iterdir()} == {"model.safetensors", "config.json", "README.md"}
+    assert not [p for p in out.rglob(".tmp-*")] and not [p for p in out.rglob(".old-*")]
+
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    # train.figure_every=10: every 10 steps and the last step
+    assert figures == ["step-000010.png", "step-000020.png", "step-000030.png"]
+    for name in figures:
+        assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    stdout = rec["stdout"]
+    assert str(out / "encoder") in stdout
+    assert "mpt.load_encoder(" in stdout
+    assert f'mpt.load_encoder("{out / "encoder"}")' in stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# resumption
+
+
+def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # warm-up ends at step 3, so the resumed steps run on the cosine part of the schedule
+    common = ["--checkpoint-every", "5", "--log-every", "1", "--seed", "3",
+              *tiny_args("optim.warmup_steps=3", "train.figure_every=100")]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke(*pretrain_args(a, *common, steps=20)).exit_code == 0
+
+    # run B is the same command, interrupted right after its step-10 checkpoint
+    real_save = mpt.trainer.save_checkpoint
+
+    def save_then_interrupt(root, step, *args, **kwargs):  # noqa: ANN001, ANN202
+        path = real_save(root, step, *args, **kwargs)
+        if step == 10:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(mpt.trainer, "save_checkpoint", save_then_interrupt)
+    interrupted = invoke(*pretrain_args(b, *common, steps=20))
+    assert interrupted.exit_code == 130, interrupted.output
+    assert "--resume" in interrupted.stderr
+    monkeypatch.undo()
+    assert list_checkpoints(b / "checkpoints")[-1].name == "step-10"
+    result = invoke(*pretrain_args(b, "--resume", *common, steps=20))
+    assert result.exit_code == 0, result.output
+
+    loss_a = {m["step"]: m["loss"] for m in read_metrics(a)}
+    steps_b = [m["step"] for m in read_metrics(b)]
+    assert steps_b == list(range(1, 21)), "resumed metrics.jsonl must hold every step once"
+    loss_b = {m["step"]: m["loss"] for m in read_metrics(b)}
+    for step in range(11, 21):
+        assert loss_b[step] == pytest.approx(loss_a[step], abs=1e-6, rel=0), step
+    # the weights end up the same too
+    wa = load_file(str(a / "checkpoints" / "step-20" / "model.safetensors"))
+    wb = load_file(str(b / "checkpoints" / "step-20" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa) <= 1e-5
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_second_run_into_existing_out_needs_resume(mae_run, tmp_path: Path) -> None:  # noqa: ANN001
+    out = copy_run(mae_run[0], tmp_path / "run")
+    before = (out / "metrics.jsonl").read_text()
+    result = invoke(*pretrain_args(out, *tiny_args(), steps=5))
+    err = assert_clean_error(result, "already holds a run", "--resume")
+    assert "step-30" in err
+    assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_resume_with_changed_model_fails_naming_the_key(mae_run, tmp_path: Path) -> None:  # noqa: ANN001
+    out = copy_run(mae_run[0], tmp_path / "run")
+    before = (out / "metrics.jsonl").read_text()
+    result = invoke(*pretrain_args(out, "--resume", "--log-every", "1", *tiny_args("model.dim=64"), steps=40))
+    assert_clean_error(result, "model.dim", "32", "64")
+    assert (out / "metrics.jsonl").read_text() == before
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-30"]
+
+
+def test_resume_without_checkpoint_fails(tmp_path: Path) -> None:
+    result = invoke(*pretrain_args(tmp_path / "empty", "--resume", *tiny_args(), steps=5))
+    assert_clean_error(result, "--resume", "no checkpoint")
+
+
+# ----------------------------------------------------------------------------------------------
+# a loss that stops being finite
+
+
+def tiny_objective(out: Path):  # noqa: ANN201
+    """The objective and optimizer a run folder's config.yaml describes (random weights)."""
+    modality = mpt.get_modality("pointcloud")
+    raw = yaml.safe_load((out / "config.yaml").read_text())
+    raw.pop("versions", None)
+    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
+    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
+    patch_shape = backbone.tokenizer.tokenize(torch.randn(1, cfg.data.num_points, 3)).patch_shape
+    objective = build_objective(cfg, modality, backbone, patch_shape)
+    return objective, create_optimizer(objective, cfg.optim)
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpt.objectives import MAE
+
+    original, calls = MAE.forward, {"n": 0}
+
+    def forward(self, tokens, mask):  # noqa: ANN001, ANN202
+        out = original(self, tokens, mask)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the loss of step 5
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MAE, "forward", forward)
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, "--checkpoint-every", "2", "--log-every", "1", *tiny_args(), steps=8))
+    good = out / "checkpoints" / "step-4"
+    assert_clean_error(result, "loss became nan", "step 5", str(good))
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-2", "step-4"]
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3, 4]
+
+    objective, optimizer = tiny_objective(out)
+    state = load_checkpoint(good, objective, optimizer)
+    assert state["step"] == 4
+    weights = load_file(str(good / "model.safetensors"))
+    for k, v in objective.state_dict().items():
+        assert v.isfinite().all(), k
+        assert (v == weights[k]).all(), k
+
+
+def test_exploding_lr_in_a_real_process(tmp_path: Path) -> None:
+    """The console script itself: a diverging run exits non-zero with a readable message."""
+    out = tmp_path / "run"
+    args = [str(MPT_EXE), *pretrain_args(out, "--checkpoint-every", "1", *tiny_args(
+        "optim.lr=1e30", "optim.warmup_steps=0", "train.figure_every=1000"), steps=6)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "loss became" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    m = re.search(r"at step (\d+); stopped\. Last good checkpoint: (\S*?step-\d+)", proc.stderr)
+    assert m, proc.stderr
+    failed, ckpt = int(m.group(1)), Path(m.group(2))
+    assert ckpt.name == f"step-{failed - 1}"
+    assert list_checkpoints(out / "checkpoints")[-1] == ckpt
+    objective, optimizer = tiny_objective(out)
+    assert load_checkpoint(ckpt, objective, optimizer)["step"] == failed - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# configs and options the user got wrong
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--set", "model.dimm=3"], ["model.dimm", "unknown key", "allowed keys", "dim", "depth", "heads"]),
+    (["--set", "optim.lr=abc"], ["optim.lr", "expected a number", "abc"]),
+    (["--set", "mae.mask.ratio=1.5"], ["mae.mask.ratio", "must be < 1", "1.5"]),
+    (["--set", "mae.mask.name=foo"], ["mae.mask.name", "foo", "random", "block", "tube", "multiblock",
+                                      "point_block"]),
+    (["--set", "train.batch_size=true"], ["train.batch_size", "expected an integer"]),
+    (["--set", "model.dim"], ["key.sub=value"]),
+    (["--recipe", "nope"], ["unknown recipe 'nope'", "demo", "point-mae"]),
+], ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "bool-for-int", "no-equals",
+        "unknown-recipe"])
+def test_broken_config_is_a_clean_error(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, *args, steps=2))
+    assert_clean_error(result, *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("content", "fragments"), [
+    ("model: [1, 2\n", ["not valid YAML"]),
+    ("- 1\n- 2\n", ["must hold a mapping", "list"]),
+    (None, ["config file not found"]),
+], ids=["not-yaml", "not-a-mapping", "missing"])
+def test_broken_config_file_is_a_clean_error(tmp_path: Path, content: str | None,
+                                             fragments: list[str]) -> None:
+    path = tmp_path / "user.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = invoke(*pretrain_args(tmp_path / "run", "--config", str(path), steps=2))
+    assert_clean_error(result, str(path), *fragments)
+
+
+def test_unknown_modality_lists_installed(tmp_path: Path) -> None:
+    result = invoke("pretrain", "--modality", "nope", "--out", str(tmp_path / "run"))
+    assert_clean_error(result, "unknown modality 'nope'", "pointcloud")
+
+
+def test_log_with_tensorboard_missing_names_the_extra(tmp_path: Path) -> None:
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    result = invoke(*pretrain_args(tmp_path / "run", "--log-with", "tensorboard", *tiny_args(), steps=2))
+    assert_clean_error(result, "tensorboard", "mpt-core[tensorboard]")
+
+
+@pytest.mark.shared_data
+def test_invalid_data_files_are_named(shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "pointcloud" / "invalid"
+    result = invoke(*pretrain_args(tmp_path / "a", "--data", str(folder), *tiny_args(), steps=2))
+    err = assert_clean_error(result, str(folder))
+    assert re.search(r"invalid/\S+\.(off|ply): ", err), err
+    result = invoke(*pretrain_args(tmp_path / "b", "--data", str(folder), "--skip-bad-files", *tiny_args(),
+                                   steps=2))
+    assert_clean_error(result, "no usable point-cloud file", f"{len(list(folder.iterdir()))} skipped")
+
+
+# ----------------------------------------------------------------------------------------------
+# list / info / python -m
+
+
+def test_list_shows_pointcloud_and_its_recipes() -> None:
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("pointcloud"))
+    assert " ok " in lines[head] and "BROKEN" not in lines[head]
+    recipes = []
+    for ln in lines[head + 1:]:
+        if not ln.startswith("    recipe "):
+            break
+        recipes.append(ln.split()[1].rstrip(":"))
+    assert {"demo", "point-mae"} <= set(recipes)
+    assert re.search(r"recipe demo \(default\):", result.stdout)
+
+
+def test_info_prints_the_architecture(mae_run) -> None:  # noqa: ANN001
+    out, _ = mae_run
+    encoder = mpt.load_encoder(out / "encoder")
+    n_params = sum(p.numel() for p in encoder.parameters())
+    for target in (out / "encoder", out):  # a run folder is redirected to its encoder/
+        result = invoke("info", str(target))
+        assert result.exit_code == 0, result.output
+        assert f"encoder      {out / 'encoder'}" in result.stdout
+        assert "architecture ViT depth 1, width 32, 2 heads" in result.stdout
+        assert f"{n_params:,} parameters" in result.stdout
+        assert "modality     pointcloud" in result.stdout
+        assert "objective    mae" in result.stdout
+
+
+def test_info_without_card_fails_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not an encoder")
+    result = invoke("info", str(tmp_path))
+    assert_clean_error(result, "config.json is missing", str(tmp_path))
+
+
+def test_python_m_mpt_cli_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "mpt_cli", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("pretrain", "list", "info"):
+        assert re.search(rf"^\W*{command}\b", proc.stdout, re.M), proc.stdout

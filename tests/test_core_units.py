@@ -1,0 +1,375 @@
+"""Units of mpt-core on a toy modality: encoder, targets, EMA, optimiser groups, schedule,
+checkpoints and config parsing."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+import mpt.checkpoint as ckpt_mod
+from mpt.backbone import Backbone
+from mpt.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from mpt.config import (
+    JEPAConfig,
+    MAEConfig,
+    OptimConfig,
+    TrainConfig,
+    apply_set,
+    deep_merge,
+    parse,
+)
+from mpt.contract import Mask, Tokenizer, TokenSet
+from mpt.encoder import Transformer
+from mpt.errors import CheckpointError, ConfigError
+from mpt.objectives import JEPA, MAE
+from mpt.optim import create_optimizer, lr_at, param_groups
+from mpt.targets import PatchTarget
+
+D, P = 16, 6  # model width, values per patch
+
+
+class ToyTokenizer(Tokenizer):
+    """A 1-D sequence of patches ``[B, N, P]``; coordinates are the token indices."""
+
+    coord_dim = 1
+    pos_kind = "mlp"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.proj = nn.Linear(P, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.register_buffer("calls", torch.zeros(1))
+
+    def tokenize(self, batch: Tensor) -> TokenSet:
+        b, n = batch.shape[:2]
+        coords = torch.arange(n, dtype=torch.float32).expand(b, n).unsqueeze(-1)
+        return TokenSet(patches=batch, coords=coords, grid=(n,))
+
+    def embed(self, patches: Tensor) -> Tensor:
+        return self.norm(self.proj(patches))
+
+    def card(self) -> dict[str, Any]:
+        return {}
+
+
+def toy_backbone(cls_token: bool = False, depth: int = 1) -> Backbone:
+    return Backbone(ToyTokenizer(D), Transformer(D, depth, 2, cls_token=cls_token))
+
+
+def toy_mask(b: int, n: int, n_keep: int, seed: int = 0) -> Mask:
+    order = torch.rand(b, n, generator=torch.Generator().manual_seed(seed)).argsort(1)
+    return Mask(keep=order[:, :n_keep].sort(1).values, pred=order[:, n_keep:].sort(1).values)
+
+
+# ----------------------------------------------------------------------------------------------
+# encoder
+
+
+def test_cls_token_adds_one_output_token() -> None:
+    torch.manual_seed(0)
+    x, pos = torch.randn(2, 5, D), torch.randn(2, 5, D)
+    assert Transformer(D, 1, 2)(x, pos).shape == (2, 5, D)
+    with_cls = Transformer(D, 1, 2, cls_token=True)
+    assert with_cls.num_prefix == 1
+    assert with_cls(x, pos).shape == (2, 6, D)
+    # the backbone strips the CLS token from .tokens and pools with it
+    backbone = toy_backbone(cls_token=True).eval()
+    batch = torch.randn(2, 5, P)
+    full = backbone.encode(backbone.tokenizer.tokenize(batch))
+    assert full.shape == (2, 6, D)
+    out = backbone(batch)
+    torch.testing.assert_close(out.tokens, full[:, 1:])
+    torch.testing.assert_close(out.pooled, full[:, 0])
+
+
+def test_pos_every_block_changes_the_output() -> None:
+    torch.manual_seed(0)
+    once = Transformer(D, 2, 2).eval()
+    every = Transformer(D, 2, 2, pos_every_block=True).eval()
+    every.load_state_dict(once.state_dict())
+    x, pos = torch.randn(2, 5, D), torch.randn(2, 5, D)
+    a, b = once(x, pos), every(x, pos)
+    assert not torch.allclose(a, b, atol=1e-4)
+    # with a zero position embedding the two are the same network
+    zero = torch.zeros_like(pos)
+    torch.testing.assert_close(once(x, zero), every(x, zero))
+
+
+def test_padding_tokens_do_not_change_valid_features() -> None:
+    torch.manual_seed(0)
+    model = Transformer(D, 2, 2, cls_token=True).eval()
+    x, pos = torch.randn(2, 6, D), torch.randn(2, 6, D)
+    valid = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    out = model(x, pos, valid)
+    x2, pos2 = x.clone(), pos.clone()
+    x2[0, 4:] = torch.randn(2, D) * 10
+    pos2[0, 4:] = torch.randn(2, D) * 10
+    out2 = model(x2, pos2, valid)
+    # CLS + the 4 valid tokens of sample 0 are unchanged, and equal to encoding them alone
+    torch.testing.assert_close(out2[0, :5], out[0, :5], atol=1e-6, rtol=0)
+    alone = model(x[:1, :4], pos[:1, :4])
+    torch.testing.assert_close(out[0, :5], alone[0], atol=1e-5, rtol=1e-5)
+    # without the mask the padding would leak into them
+    leaked = model(x2, pos2)
+    assert not torch.allclose(leaked[0, :5], out[0, :5], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# MAE target and loss
+
+
+def test_patch_target_normalisation_by_hand() -> None:
+    torch.manual_seed(0)
+    patches = torch.randn(2, 3, 2, 4) * 3 + 1  # [B, Np, *patch_shape] with 8 values per patch
+    pred = torch.randn(2, 3, 8)
+    expected = 0.0
+    for b in range(2):
+        for t in range(3):
+            vals = [float(v) for v in patches[b, t].flatten()]
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)  # unbiased
+            target = [(v - mean) / math.sqrt(var + 1e-6) for v in vals]
+            expected += sum((float(p) - q) ** 2 for p, q in zip(pred[b, t], target, strict=True))
+    expected /= 2 * 3 * 8
+    assert PatchTarget(normalize=True).loss(pred, patches).item() == pytest.approx(expected, rel=1e-5)
+    raw = ((pred - patches.flatten(2)) ** 2).mean().item()
+    assert PatchTarget(normalize=False).loss(pred, patches).item() == pytest.approx(raw, rel=1e-6)
+    # reconstruct() inverts the normalisation
+    tgt = PatchTarget(normalize=True)
+    torch.testing.assert_close(tgt.reconstruct(tgt._target(patches), patches), patches, atol=1e-4, rtol=1e-4)
+
+
+class RecordingTarget(PatchTarget):
+    def loss(self, pred: Tensor, patches: Tensor) -> Tensor:
+        self.seen = (pred.detach().clone(), patches.clone())
+        return super().loss(pred, patches)
+
+
+def test_mae_loss_is_on_the_predicted_tokens_only() -> None:
+    torch.manual_seed(0)
+    target = RecordingTarget(normalize=False)
+    mae = MAE(toy_backbone(), target, (P,), MAEConfig(decoder_dim=D, decoder_depth=1, decoder_heads=2)).eval()
+    batch = torch.randn(2, 8, P)
+    tokens = mae.backbone.tokenizer.tokenize(batch)
+    mask = toy_mask(2, 8, n_keep=3)
+    out = mae(tokens, mask)
+    pred, patches = target.seen
+    assert out.pred.shape == (2, 5, P)
+    torch.testing.assert_close(patches, torch.stack([batch[b, mask.pred[b]] for b in range(2)]))
+    assert out.loss.item() == pytest.approx(((pred - patches) ** 2).mean().item(), rel=1e-6)
+    # changing what sits at the predicted positions changes only the target, not the prediction
+    batch2 = batch.clone()
+    batch2[torch.arange(2)[:, None], mask.pred] += 5.0
+    out2 = mae(mae.backbone.tokenizer.tokenize(batch2), mask)
+    torch.testing.assert_close(out2.pred, out.pred)
+    assert out2.loss.item() != pytest.approx(out.loss.item())
+
+
+# ----------------------------------------------------------------------------------------------
+# JEPA teacher
+
+
+def jepa_with_diverged_student() -> JEPA:
+    torch.manual_seed(0)
+    jepa = JEPA(toy_backbone(), JEPAConfig(predictor_dim=D, predictor_depth=1, predictor_heads=2))
+    with torch.no_grad():
+        for p in jepa.backbone.parameters():
+            p.add_(torch.randn_like(p))
+        for b in jepa.backbone.buffers():
+            b.add_(3.0)
+    return jepa
+
+
+def test_update_teacher_momentum() -> None:
+    for momentum in (1.0, 0.0, 0.5):
+        jepa = jepa_with_diverged_student()
+        teacher0 = [p.clone() for p in jepa.teacher.parameters()]
+        student = [p.clone() for p in jepa.backbone.parameters()]
+        assert any(not torch.equal(t, s) for t, s in zip(teacher0, student, strict=True))
+        jepa.update_teacher(momentum)
+        for t, t0, s in zip(jepa.teacher.parameters(), teacher0, student, strict=True):
+            assert not t.requires_grad
+            if momentum == 1.0:
+                assert torch.equal(t, t0)
+            elif momentum == 0.0:
+                torch.testing.assert_close(t, s, atol=0, rtol=0)
+            else:
+                torch.testing.assert_close(t, (t0 + s) / 2, atol=1e-6, rtol=1e-6)
+        for tb, sb in zip(jepa.teacher.buffers(), jepa.backbone.buffers(), strict=True):
+            assert torch.equal(tb, sb)  # buffers are copied whatever the momentum
+        for p in jepa.backbone.parameters():
+            assert p.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# optimiser
+
+
+def test_param_groups_split_decay_and_no_decay() -> None:
+    mae = MAE(toy_backbone(cls_token=True), PatchTarget(), (P,),
+              MAEConfig(decoder_dim=D, decoder_depth=1, decoder_heads=2))
+    decay, no_decay = param_groups(mae, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in mae.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert not decay_names & no_decay_names
+    assert decay_names | no_decay_names == set(names.values())
+    for must in ("backbone.encoder.cls_token", "decoder.mask_token", "backbone.encoder.norm.weight",
+                 "backbone.encoder.norm.bias", "backbone.tokenizer.proj.bias",
+                 "backbone.tokenizer.norm.weight", "backbone.encoder.blocks.0.attn.qkv.bias",
+                 "decoder.head.bias"):
+        assert must in no_decay_names, must
+    for must in ("backbone.tokenizer.proj.weight", "backbone.encoder.blocks.0.attn.qkv.weight",
+                 "backbone.encoder.blocks.0.mlp.fc1.weight", "decoder.embed.weight", "decoder.head.weight"):
+        assert must in decay_names, must
+    linear_weights = {f"{n}.weight" for n, m in mae.named_modules() if isinstance(m, nn.Linear)}
+    assert linear_weights == decay_names
+
+
+def test_frozen_teacher_is_not_optimised() -> None:
+    jepa = JEPA(toy_backbone(), JEPAConfig(predictor_dim=D, predictor_depth=1, predictor_heads=2))
+    opt = create_optimizer(jepa, OptimConfig())
+    optimised = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not optimised & {id(p) for p in jepa.teacher.parameters()}
+    assert {id(p) for p in jepa.backbone.parameters()} <= optimised
+
+
+def test_lr_schedule() -> None:
+    total, warmup, lr, min_lr = 100, 10, 1e-3, 1e-5
+    lrs = [lr_at(s, total, warmup, lr, min_lr) for s in range(total + 1)]
+    steps = [lrs[i + 1] - lrs[i] for i in range(warmup - 1)]
+    assert lrs[0] > 0
+    assert all(d == pytest.approx(lr / warmup) for d in steps)  # linear warm-up
+    assert lrs[warmup - 1] == pytest.approx(lr) and lrs[warmup] == pytest.approx(lr)
+    assert lrs[total] == pytest.approx(min_lr)
+    assert lrs[total - 1] - min_lr < 1e-3 * (lr - min_lr)
+    after = lrs[warmup:]
+    assert all(a >= b for a, b in pairwise(after)) and after[0] > after[-1]
+    assert all(min_lr <= v <= lr * (1 + 1e-12) for v in lrs)
+    # no warm-up: starts at lr
+    assert lr_at(0, total, 0, lr, min_lr) == pytest.approx(lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def tiny_model_and_optimizer() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    return model, opt
+
+
+def test_save_checkpoint_keeps_the_last_k(tmp_path: Path) -> None:
+    model, opt = tiny_model_and_optimizer()
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, step, model, opt, {"config": {}}, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-4", "step-5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-4", "step-5"]
+    model2, opt2 = tiny_model_and_optimizer()
+    with torch.no_grad():
+        for p in model2.parameters():
+            p.zero_()
+    assert load_checkpoint(tmp_path / "step-5", model2, opt2)["step"] == 5
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    model, opt = tiny_model_and_optimizer()
+    save_checkpoint(tmp_path, 1, model, opt, {"config": {}}, keep_last=1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "step-1").iterdir()}
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod, "save_file", crash)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, 2, model, opt, {"config": {}}, keep_last=1)
+    monkeypatch.undo()
+    assert not (tmp_path / "step-2").exists()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-1"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "step-1").iterdir()} == before
+    model2, opt2 = tiny_model_and_optimizer()
+    assert load_checkpoint(tmp_path / "step-1", model2, opt2)["step"] == 1
+    assert load_file(str(tmp_path / "step-1" / "model.safetensors")).keys() == model.state_dict().keys()
+
+
+def test_load_checkpoint_rejects_another_shape(tmp_path: Path) -> None:
+    model, opt = tiny_model_and_optimizer()
+    save_checkpoint(tmp_path, 1, model, opt, {"config": {}}, keep_last=1)
+    other = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5))
+    with pytest.raises(CheckpointError, match=r"0\.weight"):
+        load_checkpoint(tmp_path / "step-1", other, torch.optim.AdamW(other.parameters()))
+
+
+# ----------------------------------------------------------------------------------------------
+# config
+
+
+def test_parse_coerces_strings_to_numbers() -> None:
+    cfg = parse(OptimConfig, {"lr": "1e-3", "min_lr": 0, "betas": ["0.9", 0.99]})
+    assert cfg.lr == 0.001 and isinstance(cfg.lr, float)
+    assert isinstance(cfg.min_lr, float)
+    assert cfg.betas == (0.9, 0.99)
+    assert parse(TrainConfig, {"batch_size": "16"}).batch_size == 16
+    # what `--set optim.lr=1e-3` gives: YAML reads 1e-3 (no dot) as a string
+    raw = apply_set({}, "optim.lr=1e-3")
+    assert raw == {"optim": {"lr": "1e-3"}}
+    assert parse(OptimConfig, raw["optim"], "optim").lr == 0.001
+
+
+@pytest.mark.parametrize(("cls", "data", "key", "text"), [
+    (TrainConfig, {"batch_size": True}, "train.batch_size", "expected an integer"),
+    (TrainConfig, {"batch_size": 2.5}, "train.batch_size", "expected an integer"),
+    (TrainConfig, {"batch_size": 0}, "train.batch_size", ">= 1"),
+    (OptimConfig, {"lr": True}, "optim.lr", "expected a number"),
+    (OptimConfig, {"lr": "nan"}, "optim.lr", "finite"),
+    (OptimConfig, {"betas": [0.9]}, "optim.betas", "2 values"),
+    (TrainConfig, {"precision": "fp8"}, "train.precision", "no, bf16, fp16"),
+    (TrainConfig, {"seeed": 1}, "train.seeed", "allowed keys: batch_size"),
+])
+def test_parse_rejects(cls: type, data: dict, key: str, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(cls, data, key.split(".")[0])
+    assert info.value.key == key
+    assert text in str(info.value)
+
+
+def test_apply_set_nests_and_keeps_siblings() -> None:
+    assert apply_set({}, "a.b.c=3") == {"a": {"b": {"c": 3}}}
+    base = {"a": {"x": 1, "b": {"y": 2}}, "z": [1]}
+    out = apply_set(base, "a.b.c=[1, 2]")
+    assert out == {"a": {"x": 1, "b": {"y": 2, "c": [1, 2]}}, "z": [1]}
+    assert base == {"a": {"x": 1, "b": {"y": 2}}, "z": [1]}  # not modified
+    assert apply_set({"a": {"b": 1}}, "a.b=") == {"a": {"b": ""}}
+    assert apply_set({}, "mask={name: block, ratio: 0.5}") == {"mask": {"name": "block", "ratio": 0.5}}
+    for bad in ("a.b", "=3", "a..b=1"):
+        with pytest.raises(ConfigError):
+            apply_set({}, bad)
+
+
+def test_deep_merge() -> None:
+    base = {"a": {"b": 1, "c": {"d": 2}}, "e": 3, "f": {"g": 1}}
+    other = {"a": {"c": {"h": 4}}, "e": {"new": 5}, "f": 7}
+    out = deep_merge(base, other)
+    assert out == {"a": {"b": 1, "c": {"d": 2, "h": 4}}, "e": {"new": 5}, "f": 7}
+    assert base == {"a": {"b": 1, "c": {"d": 2}}, "e": 3, "f": {"g": 1}}
+    assert other == {"a": {"c": {"h": 4}}, "e": {"new": 5}, "f": 7}
+    out["a"]["b"] = 99
+    assert base["a"]["b"] == 1

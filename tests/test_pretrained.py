@@ -1,0 +1,180 @@
+"""`mpt.load_encoder`: the exported encoder is the trained one, and loading is strict and safe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+import mpt
+from _mpt_helpers import TINY_SETS
+from mpt.backbone import build_backbone
+from mpt.checkpoint import load_checkpoint
+from mpt.config import Config, ModelConfig, build_config, parse
+from mpt.errors import CheckpointError, MptError
+from mpt.optim import create_optimizer
+from mpt.trainer import build_objective, pretrain
+
+STEPS = 3
+
+
+def train(out: Path, objective: str) -> dict:
+    modality = mpt.get_modality("pointcloud")
+    cfg = build_config(modality, sets=TINY_SETS, flags={
+        "objective": objective, "train": {"max_steps": STEPS, "batch_size": 8, "log_every": 1}})
+    result = pretrain(cfg, modality, out, progress=False)
+    return {"steps": result.steps}
+
+
+@pytest.fixture(scope="session", params=["mae", "jepa"])
+def run(request: pytest.FixtureRequest, shared_dir) -> Path:  # noqa: ANN001
+    out, info = shared_dir(f"pretrained-{request.param}", lambda out: train(out, request.param))
+    assert info["steps"] == STEPS
+    return out
+
+
+@pytest.fixture
+def encoder_copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run / "encoder", tmp_path / "encoder"))
+
+
+def rebuild(out: Path):  # noqa: ANN201
+    """The run's objective, restored from its last checkpoint."""
+    modality = mpt.get_modality("pointcloud")
+    raw = yaml.safe_load((out / "config.yaml").read_text())
+    raw.pop("versions")
+    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
+    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
+    patch_shape = backbone.tokenizer.tokenize(torch.randn(1, cfg.data.num_points, 3)).patch_shape
+    objective = build_objective(cfg, modality, backbone, patch_shape)
+    optimizer = create_optimizer(objective, cfg.optim)
+    state = load_checkpoint(out / "checkpoints" / f"step-{STEPS}", objective, optimizer)
+    assert state["step"] == STEPS
+    return cfg, objective
+
+
+def test_loaded_encoder_equals_the_trained_one(run: Path) -> None:
+    cfg, objective = rebuild(run)
+    trained = objective.export().eval()
+    encoder = mpt.load_encoder(run / "encoder")
+    assert not encoder.training
+    assert cfg.data.num_points != 300
+    batch = torch.randn(4, 300, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, want = encoder(batch), trained(batch)
+    g, d = cfg.tokenizer.num_groups, cfg.model.dim
+    assert got.tokens.shape == (4, g, d) and got.pooled.shape == (4, d)
+    torch.testing.assert_close(got.tokens, want.tokens, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.pooled, want.pooled, atol=1e-6, rtol=0)
+    assert got.tokens.std() > 0  # not a degenerate output that would match anything
+
+
+def test_exported_weights_are_the_objective_export(run: Path) -> None:
+    cfg, objective = rebuild(run)
+    weights = load_file(str(run / "encoder" / "model.safetensors"))
+    exported = objective.export().state_dict()
+    assert weights.keys() == exported.keys()
+    for k, v in exported.items():
+        assert torch.equal(weights[k], v), k
+    if cfg.objective == "jepa":  # I-JEPA publishes the EMA teacher, not the context encoder
+        student = objective.backbone.state_dict()
+        assert any(not torch.equal(weights[k], student[k]) for k in weights)
+
+
+def test_card_describes_the_encoder(run: Path) -> None:
+    card = json.loads((run / "encoder" / "config.json").read_text())
+    encoder = mpt.load_encoder(run / "encoder")
+    assert card["modality"] == "pointcloud" and card["plugin_api"] == mpt.PLUGIN_API
+    assert card["encoder"]["dim"] == 32 and card["encoder"]["depth"] == 1
+    assert card["tokenizer"]["config"]["num_groups"] == 16
+    assert card["num_params"] == sum(p.numel() for p in encoder.parameters())
+    assert card["trained_on"]["steps"] == STEPS
+    assert "mpt.load_encoder(" in (run / "encoder" / "README.md").read_text()
+
+
+def test_card_with_other_width_names_the_tensor(encoder_copy: Path) -> None:
+    card = json.loads((encoder_copy / "config.json").read_text())
+    card["encoder"]["dim"] = 64
+    (encoder_copy / "config.json").write_text(json.dumps(card))
+    weights = load_file(str(encoder_copy / "model.safetensors"))
+    modality = mpt.get_modality("pointcloud")
+    tok = parse(modality.tokenizer_config, card["tokenizer"]["config"])
+    wide = build_backbone(modality, tok, parse(ModelConfig, card["encoder"])).state_dict()
+    mismatched = [k for k, v in wide.items() if v.shape != weights[k].shape]
+    assert mismatched
+    with pytest.raises(CheckpointError) as info:
+        mpt.load_encoder(encoder_copy)
+    assert mismatched[0] in str(info.value) and "shape" in str(info.value)
+
+
+@pytest.mark.parametrize("change", ["extra", "missing"])
+def test_weights_with_other_keys_are_listed(encoder_copy: Path, change: str) -> None:
+    path = encoder_copy / "model.safetensors"
+    weights = load_file(str(path))
+    if change == "extra":
+        key = "encoder.extra_head.weight"
+        weights[key] = torch.zeros(2, 2)
+    else:
+        key = sorted(weights)[-1]
+        del weights[key]
+    save_file(weights, str(path))
+    with pytest.raises(CheckpointError) as info:
+        mpt.load_encoder(encoder_copy)
+    msg = str(info.value)
+    assert key in msg
+    assert ("unexpected ['" if change == "extra" else "missing ['") in msg
+
+
+def test_truncated_weights_are_a_checkpoint_error(encoder_copy: Path) -> None:
+    path = encoder_copy / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        mpt.load_encoder(encoder_copy)
+
+
+def test_missing_card_is_a_checkpoint_error(run: Path, encoder_copy: Path) -> None:
+    (encoder_copy / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json is missing") as info:
+        mpt.load_encoder(encoder_copy)
+    assert "encoder/ subfolder" not in str(info.value)
+    with pytest.raises(CheckpointError, match=r"run folder: use its encoder/ subfolder"):
+        mpt.load_encoder(run)
+
+
+def test_newer_card_format_and_unknown_modality(encoder_copy: Path) -> None:
+    path = encoder_copy / "config.json"
+    card = json.loads(path.read_text())
+    path.write_text(json.dumps({**card, "format_version": card["format_version"] + 1}))
+    with pytest.raises(CheckpointError, match="upgrade mpt-core"):
+        mpt.load_encoder(encoder_copy)
+    path.write_text(json.dumps({**card, "modality": "no_such_modality"}))
+    with pytest.raises(MptError, match="no_such_modality"):
+        mpt.load_encoder(encoder_copy)
+
+
+def safetensors_header(path: Path) -> dict:
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert 8 + n <= len(data)
+    return json.loads(data[8 : 8 + n])
+
+
+def test_files_need_no_pickle(run: Path) -> None:
+    for path in (run / "encoder" / "model.safetensors",
+                 run / "checkpoints" / f"step-{STEPS}" / "model.safetensors"):
+        assert path.read_bytes()[:1] != b"\x80" and path.read_bytes()[:2] != b"PK"  # not pickle / zip
+        header = safetensors_header(path)
+        assert set(load_file(str(path))) == set(header) - {"__metadata__"}
+    metadata = safetensors_header(run / "encoder" / "model.safetensors")["__metadata__"]
+    assert metadata["format"] == "mpt-encoder"
+    opt = torch.load(run / "checkpoints" / f"step-{STEPS}" / "optimizer.pt", weights_only=True)
+    assert {"state", "param_groups"} <= set(opt)
+    assert [g["weight_decay"] for g in opt["param_groups"]] == [0.05, 0.0]
+    assert all(s["step"] == STEPS for s in opt["state"].values())
