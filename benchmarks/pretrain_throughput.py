@@ -314,6 +314,7 @@ def train_step(run: Run, step: int, precision: str, device: torch.device,
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     if isinstance(run.objective, JEPA):
+        # the teacher's EMA update is part of a JEPA step (momentum value irrelevant to timing)
         run.objective.update_teacher(ema_momentum(step, 1000, *run.cfg.jepa.ema))
     sync(device)
     return t_tok, time.perf_counter() - t0, float(loss.detach())

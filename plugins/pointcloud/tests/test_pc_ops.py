@@ -74,3 +74,14 @@ def test_chamfer_zero_for_the_same_set_in_any_order() -> None:
     a = torch.rand(4, 32, 3)
     assert chamfer_l2(a, a[:, torch.randperm(32)]).item() == 0.0
     assert chamfer_l2(a, a + 0.1).item() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ops_agree_on_cuda() -> None:
+    x = torch.rand(3, 2048, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(farthest_point_sample(x.cuda(), 64).cpu(), farthest_point_sample(x, 64))
+    q = x[:, :64]
+    got, ref = knn(q.cuda(), x.cuda(), 32).cpu().sort(-1).values, knn(q, x, 32).sort(-1).values
+    assert torch.equal(got, ref)
+    a, b = x[:, :32], x[:, 32:64]
+    assert chamfer_l2(a.cuda(), b.cuda()).item() == pytest.approx(chamfer_l2(a, b).item(), rel=1e-9)

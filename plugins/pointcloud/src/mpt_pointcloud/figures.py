@@ -42,6 +42,7 @@ def visualize(figure: Figure, path: str | Path) -> None:
         ax.set_ylim(mid[2] - half, mid[2] + half)
         ax.set_zlim(mid[1] - half, mid[1] + half)
         ax.set_title(name, fontsize=9)
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)
         ax.set_axis_off()
     if figure.title:
         fig.suptitle(figure.title, fontsize=11)
