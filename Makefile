@@ -45,6 +45,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy core/src cli/src plugins/pointcloud/src
 
 bench: install
 	$(BIN)/python benchmarks/pretrain_throughput.py --modality pointcloud

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import mpt
 from _mpt_helpers import invoke
@@ -161,3 +162,32 @@ def test_mpt_list_marks_broken_and_keeps_the_rest(fake_plugins: Path) -> None:
         assert " ok " in lines[name] and "BROKEN" not in lines[name]
     assert "recipe tiny (default): tiny fake recipe" in result.stdout
     assert "recipe demo (default)" in result.stdout and "recipe point-mae" in result.stdout
+
+
+def test_plugin_validate_reports_each_failure(fake_plugins: Path) -> None:  # noqa: ARG001
+    from mpt.testing import validate
+
+    results = validate("fakegood")  # its only recipe is not YAML: the set-up itself fails, reported
+    assert len(results) == 1 and not results[0].ok and "ConfigError" in results[0].detail
+    result = invoke("plugin", "validate", "broken")
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout and "not_a_module_xyz" in result.stdout
+
+
+def test_plugin_validate_catches_a_nondeterministic_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpt.testing import validate
+    from mpt_pointcloud.tokenizer import PointTokenizer
+
+    real = PointTokenizer.tokenize
+
+    def noisy(self, batch):  # noqa: ANN001, ANN202
+        tokens = real(self, batch)
+        tokens.patches = tokens.patches + torch.randn_like(tokens.patches) * 1e-3
+        return tokens
+
+    monkeypatch.setattr(PointTokenizer, "tokenize", noisy)
+    sets = ("tokenizer.num_groups=8", "tokenizer.group_size=8", "tokenizer.hidden=16",
+            "data.num_points=128", "data.cache_points=256")
+    results = {r.name: r for r in validate("pointcloud", sets)}
+    assert not results["tokenize"].ok and "deterministic" in results["tokenize"].detail
+    assert results["recipes parse"].ok and results["mae loss + backward"].ok

@@ -6,7 +6,6 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -60,21 +59,21 @@ def list_cmd() -> None:
 @app.command()
 def pretrain(
     modality: str = typer.Option(..., "--modality", "-m", help="Modality plugin name (see `mpt list`)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="File or folder of data; omit for the demo data."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name (default: the plugin's demo)."),
-    objective: Optional[Objective] = typer.Option(None, "--objective", help="mae or jepa (default: recipe's)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file merged over the recipe."),
+    data: Path | None = typer.Option(None, "--data", help="File or folder of data; omit for the demo data."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe name (default: the plugin's demo)."),
+    objective: Objective | None = typer.Option(None, "--objective", help="mae or jepa (default: recipe's)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file merged over the recipe."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=1e-3 (repeatable)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimizer steps to run."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per step and process."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<modality>-<time>)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps to run."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Samples per step and process."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/<modality>-<time>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="no, bf16 or fp16."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Checkpoint interval."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Log interval (steps)."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, help="DataLoader workers."),
-    log_with: Optional[Tracker] = typer.Option(None, "--log-with", help="none, tensorboard or wandb."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    precision: Precision | None = typer.Option(None, "--precision", help="no, bf16 or fp16."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Checkpoint interval."),
+    log_every: int | None = typer.Option(None, "--log-every", min=1, help="Log interval (steps)."),
+    num_workers: int | None = typer.Option(None, "--num-workers", min=0, help="DataLoader workers."),
+    log_with: Tracker | None = typer.Option(None, "--log-with", help="none, tensorboard or wandb."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files, list them."),
 ) -> None:
     """Pretrain an encoder; writes config, metrics, checkpoints, figures and encoder/ under --out."""
@@ -137,6 +136,28 @@ def info(path: Path = typer.Argument(..., help="An encoder/ folder or a run fold
     typer.echo(f"objective    {card['objective']} (recipe {card['recipe']})")
     typer.echo(f"trained on   {card['trained_on']}")
     typer.echo(f"versions     {card['versions']}")
+
+
+plugin_app = typer.Typer(no_args_is_help=True, help="Tools for modality plugin authors.")
+app.add_typer(plugin_app, name="plugin")
+
+
+@plugin_app.command("validate")
+def plugin_validate(
+    name: str = typer.Argument(..., help="Modality name (see `mpt list`)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override for the tiny test model (repeatable)."),
+) -> None:
+    """Run the conformance checks (mpt.testing) on a modality plugin and its demo data."""
+    from mpt.testing import validate
+
+    results = validate(name, set_)
+    for r in results:
+        mark = typer.style("ok  ", fg=typer.colors.GREEN) if r.ok else typer.style("FAIL", fg=typer.colors.RED)
+        typer.echo(f"{mark} {r.name}" + (f": {r.detail}" if r.detail else ""))
+    failed = sum(not r.ok for r in results)
+    typer.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -140,7 +141,7 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def parse(cls: type, data: Any, prefix: str = "", overrides: dict[str, type] | None = None) -> Any:
+def parse(cls: Any, data: Any, prefix: str = "", overrides: dict[str, type] | None = None) -> Any:
     """Build dataclass ``cls`` from ``data``, validating every key, type, choice and range.
 
     ``overrides`` maps a field name of ``cls`` to the dataclass to use for it (how ``Config``
@@ -193,7 +194,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(key, f"expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -201,7 +202,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return value.lower() == "true"
         raise ConfigError(key, f"expected true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
+        is_digits = isinstance(value, str) and value.lstrip("-").isdigit()
+        if isinstance(value, bool) or not (isinstance(value, int) or is_digits):
             raise ConfigError(key, f"expected an integer, got {value!r}")
         return int(value)
     if hint is float:

@@ -14,13 +14,13 @@ in ``Modality.plugin_api``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 PLUGIN_API = 1
 """Version of the plugin contract. Bumped on any incompatible change to this module."""
@@ -169,6 +169,14 @@ class Sample:
     label: int | None = None
 
 
+class SampleDataset(Protocol):
+    """What ``Modality.dataset`` returns: a map-style dataset of :class:`Sample`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
 @dataclass
 class Recipe:
     """A named, validated config file shipped by a plugin (paper setting or demo size)."""
@@ -210,7 +218,8 @@ class Modality:
     data_config: ClassVar[type]
     tokenizer_config: ClassVar[type]
 
-    def dataset(self, path: Path | None, split: str, config: Any, *, skip_bad_files: bool = False) -> Dataset:
+    def dataset(self, path: Path | None, split: str, config: Any, *,
+                skip_bad_files: bool = False) -> SampleDataset:
         """Samples (:class:`Sample`) from ``path`` (a file or folder), or the embedded demo data
         when ``path`` is None. Bad files raise :class:`mpt.errors.DataError` naming the file, or
         with ``skip_bad_files`` are recorded in ``dataset.skipped`` (list of ``(path, reason)``)."""

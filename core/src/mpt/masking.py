@@ -146,8 +146,8 @@ def create_masker(cfg: MaskConfig) -> Masker:
                                      ("context_scale", cfg.context_scale, 1.0)):
             if not 0 < lo <= hi <= upper:
                 raise ConfigError(f"mask.{key}", f"expected 0 < low <= high <= {upper}, got ({lo}, {hi})")
-        return partial(multiblock_mask, num_targets=cfg.num_targets, target_scale=tuple(cfg.target_scale),
-                       target_aspect=tuple(cfg.target_aspect), context_scale=tuple(cfg.context_scale))
+        return partial(multiblock_mask, num_targets=cfg.num_targets, target_scale=cfg.target_scale,
+                       target_aspect=cfg.target_aspect, context_scale=cfg.context_scale)
     makers = {"random": random_mask, "block": block_mask, "tube": tube_mask, "point_block": point_block_mask}
     if cfg.name not in makers:
         raise ConfigError(KEY, f"unknown masker {cfg.name!r}; allowed: {', '.join(MASKERS)}")

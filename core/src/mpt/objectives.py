@@ -119,10 +119,10 @@ class JEPA(nn.Module):
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA step: teacher ← m·teacher + (1−m)·student; buffers (norm statistics) are copied."""
-        for t, s in zip(self.teacher.parameters(), self.backbone.parameters()):
+        for t, s in zip(self.teacher.parameters(), self.backbone.parameters(), strict=True):
             t.lerp_(s.detach(), 1.0 - momentum)
-        for t, s in zip(self.teacher.buffers(), self.backbone.buffers()):
-            t.copy_(s)
+        for tb, sb in zip(self.teacher.buffers(), self.backbone.buffers(), strict=True):
+            tb.copy_(sb)
 
     def export(self) -> Backbone:
         return self.teacher

@@ -15,7 +15,8 @@ NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weight decay on weight matrices; none on norms, biases, learned position
     tables and cls/mask tokens (MAE / timm ``param_groups_weight_decay``)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -7,7 +7,7 @@ the patch values of the masked tokens, optionally on per-token standardised valu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

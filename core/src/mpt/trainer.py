@@ -11,14 +11,15 @@ import importlib.util
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from mpt.backbone import Backbone, build_backbone
@@ -94,11 +95,22 @@ def make_accelerator(cfg: Config, out: Path) -> Accelerator:
         raise ConfigError("train.log_with", f"'{log_with}' is not installed; "
                                             f"pip install 'mpt-core[{log_with}]' or use --log-with none")
     try:
-        return Accelerator(mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.optim.accumulate,
-                           log_with=None if log_with == "none" else log_with, project_dir=str(out))
+        accelerator = Accelerator(mixed_precision=cfg.train.precision,
+                                  gradient_accumulation_steps=cfg.optim.accumulate,
+                                  log_with=None if log_with == "none" else log_with, project_dir=str(out))
     except ValueError as exc:  # e.g. fp16 without a GPU
         raise ConfigError("train.precision", f"{cfg.train.precision!r} is not available here: {exc} "
                                              "(on CPU use bf16 or no)") from None
+    if cfg.train.precision == "bf16" and accelerator.device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("this CPU has no native bf16 matrix units (AVX512-BF16 / AMX): bf16 is emulated and "
+                      "several times slower than --precision no here", stacklevel=2)
+    return accelerator
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: True)() for name in probes)
 
 
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -148,8 +160,8 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     if sampler.batches_per_epoch == 0:
         raise DataError(data or "demo data", f"{len(dataset)} samples make no full batch of "
                                              f"{tc.batch_size} × {world} processes; lower --batch-size")
-    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=modality.collate,
-                        num_workers=tc.num_workers, drop_last=True)
+    loader: DataLoader = DataLoader(cast(Dataset, dataset), batch_size=tc.batch_size, sampler=sampler,
+                                    collate_fn=modality.collate, num_workers=tc.num_workers, drop_last=True)
     steps_per_epoch = max(1, sampler.batches_per_epoch // oc.accumulate)
     total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
     warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)

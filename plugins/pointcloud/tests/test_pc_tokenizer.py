@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mpt.contract import Figure, Mask
+from mpt.errors import ConfigError
 from mpt_pointcloud import PointCloud, PointCloudTokenizerConfig
 from mpt_pointcloud.targets import ChamferTarget
 from mpt_pointcloud.tokenizer import PointTokenizer
@@ -42,7 +43,7 @@ def test_tokenize_keeps_features_and_handles_few_points() -> None:
     assert ts.patches.shape == (2, 4, 16, 5)
     assert set(ts.patches[0, 0, :, 3].tolist()) <= set(x[0, :, 3].tolist())  # features unchanged
     assert torch.equal(tok.tokenize(x).patches, ts.patches)  # deterministic
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ConfigError, match="features"):
         tok.tokenize(torch.rand(2, 50, 3))  # needs 5 channels
 
 

@@ -64,8 +64,8 @@ def read_points(path: str | Path, n: int = 8192) -> np.ndarray:
     elif ext == ".ply":
         pts = _read_mesh(path, n) if _check_ply(path) else _read_cloud(path)
     elif ext == ".off":
-        pts = _check_off(path)  # the vertices when the file has no faces
-        pts = _read_mesh(path, n) if pts is None else pts
+        vertices = _check_off(path)  # the vertices when the file has no faces
+        pts = _read_mesh(path, n) if vertices is None else vertices
     elif ext in MESH_EXTS:
         pts = _read_mesh(path, n)
     else:
@@ -169,7 +169,8 @@ def _check_ply(path: Path) -> bool:
     end = re.search(rb"end_header\r?\n", head)
     if end is None:
         raise DataError(path, "PLY header has no 'end_header' line (truncated or corrupt)")
-    fmt, elements = "", []  # elements: [name, count, [(kind, size, count_size)]]
+    fmt = ""
+    elements: list[list[Any]] = []  # [name, count, [property sizes]]
     for i, line in enumerate(head[: end.start()].decode("latin-1").splitlines()[1:], start=2):
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mpt.contract import Tokenizer, TokenSet
+from mpt.errors import ConfigError
 from mpt_pointcloud.config import PointCloudTokenizerConfig
 from mpt_pointcloud.ops import farthest_point_sample, knn
 
@@ -40,8 +41,8 @@ class PointTokenizer(Tokenizer):
         """``[B, P, C≥3+F]`` (any P) → :class:`TokenSet` of ``num_groups`` point groups."""
         c = self.in_channels
         if batch.ndim != 3 or batch.shape[-1] < c:
-            raise ValueError(f"point tokenizer expects [B, P, {c}] (xyz + {c - 3} feature columns: "
-                             f"tokenizer.features), got {tuple(batch.shape)}")
+            raise ConfigError("tokenizer.features", f"the point tokenizer expects [B, P, {c}] (xyz + {c - 3} "
+                                                    f"feature columns), got {tuple(batch.shape)}")
         x = batch[..., :c].float()
         k = self.config.group_size
         if x.shape[1] < k:  # too few points for one group: repeat them (deterministically)

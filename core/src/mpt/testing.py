@@ -1,0 +1,197 @@
+"""Conformance kit for modality plugins (in the spirit of langchain's standard tests).
+
+A plugin author checks that their modality honours the contract end to end — demo data →
+collate → tokenize → mask → encode → MAE and JEPA loss → backward → save → ``load_encoder`` →
+same features, plus recipes and figures — in either of two ways::
+
+    # tests/test_conformance.py of the plugin (pytest)
+    from mpt.testing import ModalityConformance
+
+    class TestMyModality(ModalityConformance):
+        modality = "mymodality"
+        sets = ("tokenizer.patch=8",)      # optional: make the tiny model tinier
+
+    $ mpt plugin validate mymodality     # the same checks from the command line
+
+Models are shrunk to one block of width 32 so every check runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mpt.backbone import build_backbone
+from mpt.config import Config, build_config
+from mpt.contract import Mask, Modality, Sample, TokenSet
+from mpt.masking import create_masker
+from mpt.pretrained import encoder_card, load_encoder, save_encoder
+from mpt.registry import get_modality
+
+TINY_FLAGS = {
+    "model": {"dim": 32, "depth": 1, "heads": 2, "drop_path": 0.0},
+    "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+    "jepa": {"predictor_dim": 32, "predictor_depth": 1, "predictor_heads": 2},
+    "train": {"batch_size": 2},
+}
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class Kit:
+    """The objects every check needs, built once: modality, tiny config, a demo batch."""
+
+    def __init__(self, modality: str, sets: Sequence[str] = ()) -> None:
+        self.modality: Modality = get_modality(modality)
+        self.sets = tuple(sets)
+        self.config: Config = self.make_config("mae")
+        self.dataset = self.modality.dataset(None, "train", self.config.data)
+        self.batch = self.modality.collate([self.dataset[i] for i in range(2)])
+
+    def make_config(self, objective: str, recipe: str | None = None) -> Config:
+        return build_config(self.modality, recipe, None, self.sets, {**TINY_FLAGS, "objective": objective})
+
+    def tokens(self) -> TokenSet:
+        backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model)
+        return backbone.tokenizer.tokenize(self.batch)
+
+    # ----------------------------------------------------------------------------------- checks
+
+    def check_recipes(self) -> None:
+        recipes = self.modality.recipes()
+        assert self.modality.default_recipe in recipes, (
+            f"default_recipe '{self.modality.default_recipe}' is not among the recipes {sorted(recipes)}")
+        for name in recipes:
+            build_config(self.modality, name)  # raises ConfigError naming the bad key
+
+    def check_demo_data(self) -> None:
+        assert len(self.dataset) >= 2, "the embedded demo data must hold at least 2 samples"
+        item = self.dataset[0]
+        assert isinstance(item, Sample) and isinstance(item.input, torch.Tensor), "items must be mpt.Sample"
+        assert torch.isfinite(item.input.float()).all(), "demo sample 0 holds NaN/Inf"
+        if hasattr(self.dataset, "reseed"):
+            self.dataset.reseed(1)
+            a, b = self.dataset[1].input, self.dataset[1].input
+            assert torch.equal(a, b), "an item must depend only on (seed, index)"
+
+    def check_tokenize(self) -> None:
+        tokens = self.tokens()
+        assert tokens.batch_size == self.batch.shape[0], "one row of tokens per sample"
+        assert torch.isfinite(tokens.patches.float()).all() and torch.isfinite(tokens.coords.float()).all()
+        assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
+        assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"
+
+    def check_objective(self, objective: str) -> None:
+        from mpt.trainer import build_objective
+
+        cfg = self.make_config(objective)
+        torch.manual_seed(0)
+        backbone = build_backbone(self.modality, cfg.tokenizer, cfg.model)
+        tokens = backbone.tokenizer.tokenize(self.batch)
+        model = build_objective(cfg, self.modality, backbone, tokens.patch_shape)
+        mask: Mask = create_masker(cfg.mae.mask if objective == "mae" else cfg.jepa.mask)(
+            tokens, torch.Generator().manual_seed(0))
+        out = model(tokens, mask)
+        assert out.loss.ndim == 0 and math.isfinite(out.loss.item()), f"{objective} loss is {out.loss}"
+        out.loss.backward()
+        params = [p for p in backbone.tokenizer.parameters() if p.requires_grad]
+        grads = [p.grad for p in params if p.grad is not None]
+        assert params and len(grads) == len(params), "every tokenizer parameter must get a gradient"
+        assert any(g.abs().sum() > 0 for g in grads), "tokenizer gradients are all zero"
+
+    def check_round_trip(self, workdir: Path) -> None:
+        cfg = self.config
+        backbone = build_backbone(self.modality, cfg.tokenizer, cfg.model).eval()
+        path = save_encoder(backbone, encoder_card(cfg, backbone, {"data": "conformance"}), workdir / "encoder")
+        loaded = load_encoder(path)
+        with torch.no_grad():
+            a, b = backbone(self.batch), loaded(self.batch)
+        assert a.tokens.shape == b.tokens.shape and a.pooled.shape == (self.batch.shape[0], cfg.model.dim)
+        assert torch.allclose(a.tokens, b.tokens, atol=1e-5), "load_encoder gives other features"
+
+    def check_figure(self, workdir: Path) -> None:
+        from mpt.trainer import build_objective
+
+        backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model)
+        tokens = backbone.tokenizer.tokenize(self.batch)
+        model = build_objective(self.config, self.modality, backbone, tokens.patch_shape)
+        mask = create_masker(self.config.mae.mask)(tokens, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            figure = model.figure(self.batch, tokens, mask, model(tokens, mask))
+        path = workdir / "figure.png"
+        self.modality.visualize(figure, path)
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "visualize must write a PNG"
+
+    def checks(self, workdir: Path) -> dict[str, Callable[[], None]]:
+        return {
+            "recipes parse": self.check_recipes,
+            "demo data": self.check_demo_data,
+            "tokenize": self.check_tokenize,
+            "mae loss + backward": lambda: self.check_objective("mae"),
+            "jepa loss + backward": lambda: self.check_objective("jepa"),
+            "save + load_encoder": lambda: self.check_round_trip(workdir),
+            "figure": lambda: self.check_figure(workdir),
+        }
+
+
+def validate(modality: str, sets: Sequence[str] = ()) -> list[CheckResult]:
+    """Run every check on ``modality``; a failure is reported, not raised."""
+    try:
+        kit = Kit(modality, sets)
+    except Exception as exc:  # report the first failure of the set-up itself
+        return [CheckResult("load + demo batch", False, f"{type(exc).__name__}: {exc}")]
+    results = [CheckResult("load + demo batch", True)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, check in kit.checks(Path(tmp)).items():
+            try:
+                check()
+                results.append(CheckResult(name, True))
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a line of the report
+                results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+class ModalityConformance:
+    """Subclass in a plugin's tests with ``modality = "name"`` (and optional ``sets``)."""
+
+    modality: str
+    sets: tuple[str, ...] = ()
+    _kits: dict[tuple[str, tuple[str, ...]], Kit] = {}
+
+    @property
+    def kit(self) -> Kit:
+        key = (self.modality, tuple(self.sets))
+        if key not in self._kits:
+            self._kits[key] = Kit(self.modality, self.sets)
+        return self._kits[key]
+
+    def test_recipes_parse(self) -> None:
+        self.kit.check_recipes()
+
+    def test_demo_data(self) -> None:
+        self.kit.check_demo_data()
+
+    def test_tokenize(self) -> None:
+        self.kit.check_tokenize()
+
+    def test_mae_loss_and_backward(self) -> None:
+        self.kit.check_objective("mae")
+
+    def test_jepa_loss_and_backward(self) -> None:
+        self.kit.check_objective("jepa")
+
+    def test_save_and_load_encoder(self, tmp_path: Path) -> None:
+        self.kit.check_round_trip(tmp_path)
+
+    def test_figure(self, tmp_path: Path) -> None:
+        self.kit.check_figure(tmp_path)
