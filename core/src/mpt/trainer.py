@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from mpt.backbone import Backbone, build_backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint, read_state, save_checkpoint
 from mpt.config import Config
-from mpt.contract import Modality
+from mpt.contract import Mask, Modality, SampleDataset
 from mpt.errors import ConfigError, DataError, TrainingError
 from mpt.masking import create_masker
 from mpt.objectives import JEPA, MAE, Objective
@@ -136,6 +136,40 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any]) -> None:
                                       "same options or start a new --out")
 
 
+def open_data(modality: Modality, cfg: Config, data: Path | None, skip_bad_files: bool, rank: int,
+              world: int) -> tuple[SampleDataset, EpochSampler, DataLoader]:
+    """The training dataset, its resumable sampler (this process's shard) and the loader."""
+    tc = cfg.train
+    dataset = modality.dataset(data, "train", cfg.data, skip_bad_files=skip_bad_files)
+    sampler = EpochSampler(len(dataset), tc.seed, tc.batch_size, rank, world)
+    if sampler.batches_per_epoch == 0:
+        raise DataError(data or "demo data", f"{len(dataset)} samples make no full batch of "
+                                             f"{tc.batch_size} × {world} processes; lower --batch-size")
+    loader: DataLoader = DataLoader(cast(Dataset, dataset), batch_size=tc.batch_size, sampler=sampler,
+                                    collate_fn=modality.collate, num_workers=tc.num_workers, drop_last=True)
+    return dataset, sampler, loader
+
+
+class Window:
+    """Losses, samples and time since the last log line → one ``metrics.jsonl`` record."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.samples = time.perf_counter(), 0
+        self.losses: list[float] = []
+
+    def record(self, step: int, epoch: int, lr: float, mask: Mask, logs: dict[str, float]) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.start
+        out = {"step": step, "epoch": epoch, "loss": self.losses[-1],
+               "loss_avg": sum(self.losses) / len(self.losses), "lr": lr,
+               "samples_per_s": self.samples / elapsed, "s_per_step": elapsed / len(self.losses),
+               "mask_ratio": mask.ratio, **logs}
+        self.reset()
+        return out
+
+
 def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = None, resume: bool = False,
              skip_bad_files: bool = False, progress: bool = True) -> RunResult:
     """Train ``cfg`` on ``data`` (or the modality's demo data), writing everything under ``out``."""
@@ -152,16 +186,10 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     accelerator = make_accelerator(cfg, out)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
 
-    dataset = modality.dataset(data, "train", cfg.data, skip_bad_files=skip_bad_files)
+    dataset, sampler, loader = open_data(modality, cfg, data, skip_bad_files, rank, world)
     skipped = list(getattr(dataset, "skipped", []))
     if accelerator.is_main_process and skipped:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
-    sampler = EpochSampler(len(dataset), tc.seed, tc.batch_size, rank, world)
-    if sampler.batches_per_epoch == 0:
-        raise DataError(data or "demo data", f"{len(dataset)} samples make no full batch of "
-                                             f"{tc.batch_size} × {world} processes; lower --batch-size")
-    loader: DataLoader = DataLoader(cast(Dataset, dataset), batch_size=tc.batch_size, sampler=sampler,
-                                    collate_fn=modality.collate, num_workers=tc.num_workers, drop_last=True)
     steps_per_epoch = max(1, sampler.batches_per_epoch // oc.accumulate)
     total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
     warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)
@@ -198,7 +226,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
                desc=f"{cfg.modality} {cfg.objective}", unit="step", dynamic_ncols=True)
     figures: list[Path] = []
     last_ckpt = existing[-1] if existing else None
-    window_t, window_samples, window_losses = time.perf_counter(), 0, []
+    window = Window()
     micro_losses: list[float] = []
     objective.train()
     while step < total:
@@ -230,24 +258,20 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             micro_losses.append(loss.item())
-            window_samples += batch.shape[0] * world
+            window.samples += batch.shape[0] * world
             if not accelerator.sync_gradients:
                 continue
             step += 1
             step_loss = sum(micro_losses) / len(micro_losses)
             micro_losses = []
-            window_losses.append(step_loss)
+            window.losses.append(step_loss)
             first_loss = step_loss if first_loss is None else first_loss
             if isinstance(model, JEPA):
                 model.update_teacher(ema_momentum(step, total, *cfg.jepa.ema))
             lr = optimizer.param_groups[0]["lr"]
             bar.update(1)
             if step % log_every == 0 or step == total or step == start_step + 1:
-                elapsed = time.perf_counter() - window_t
-                record = {"step": step, "epoch": epoch, "loss": step_loss,
-                          "loss_avg": sum(window_losses) / len(window_losses), "lr": lr,
-                          "samples_per_s": window_samples / elapsed, "s_per_step": elapsed / len(window_losses),
-                          "mask_ratio": mask.ratio, **result.logs}
+                record = window.record(step, epoch, lr, mask, result.logs)
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm
                 if metrics_file:
@@ -256,7 +280,6 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
                 if tc.log_with != "none":
                     accelerator.log(record, step=step)
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{record['samples_per_s']:.1f}")
-                window_t, window_samples, window_losses = time.perf_counter(), 0, []
             if accelerator.is_main_process and (step % figure_every == 0 or step == total):
                 with torch.no_grad():
                     fig = model.figure(batch, tokens, mask, result)
