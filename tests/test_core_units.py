@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+import mpt
 import mpt.checkpoint as ckpt_mod
 from mpt.backbone import Backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -373,3 +374,19 @@ def test_deep_merge() -> None:
     assert other == {"a": {"c": {"h": 4}}, "e": {"new": 5}, "f": 7}
     out["a"]["b"] = 99
     assert base["a"]["b"] == 1
+
+
+def test_a_later_layer_replaces_the_other_run_length_key(tmp_path) -> None:  # noqa: ANN001
+    from mpt.config import build_config
+    from mpt.errors import ConfigError
+
+    modality = mpt.get_modality("pointcloud")
+    cfg = build_config(modality, "point-mae", sets=["optim.warmup_steps=2"], flags={"train": {"max_steps": 5}})
+    assert (cfg.train.max_steps, cfg.train.epochs) == (5, None)  # the recipe says epochs: 300
+    assert (cfg.optim.warmup_steps, cfg.optim.warmup_epochs) == (2, None)  # the recipe says warmup_epochs: 10
+    cfg = build_config(modality, "demo", sets=["train.epochs=2"])  # the demo recipe says max_steps: 300
+    assert (cfg.train.max_steps, cfg.train.epochs) == (None, 2.0)
+    both = tmp_path / "both.yaml"
+    both.write_text("train: {max_steps: 10, epochs: 2}\n")
+    with pytest.raises(ConfigError, match="train.epochs.*either train.max_steps or train.epochs"):
+        build_config(modality, "demo", config_file=both)

@@ -244,6 +244,27 @@ def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 def apply_set(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
     """Apply one ``key.sub=value`` override (value parsed as YAML) to a nested dict."""
+    return merge_layer(raw, parse_set(assignment))
+
+
+# Pairs of keys that say the same thing two ways: a layer that sets one clears the other.
+EXCLUSIVE = (("train", "max_steps", "epochs"), ("optim", "warmup_steps", "warmup_epochs"))
+
+
+def merge_layer(raw: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``raw`` (deep merge); setting ``train.max_steps`` clears an earlier
+    ``train.epochs`` and vice versa (likewise the two warm-up keys)."""
+    out = deep_merge(raw, layer)
+    for section, a, b in EXCLUSIVE:
+        given = layer.get(section) if isinstance(layer.get(section), dict) else {}
+        for key, other in ((a, b), (b, a)):
+            if given.get(key) is not None and isinstance(out.get(section), dict) and other not in given:
+                out[section] = {**out[section], other: None}
+    return out
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """``key.sub=value`` → ``{"key": {"sub": value}}`` (value parsed as YAML)."""
     if "=" not in assignment:
         raise ConfigError(assignment, "an override must look like key.sub=value")
     key, text = assignment.split("=", 1)
@@ -254,7 +275,7 @@ def apply_set(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
     nested: Any = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
-    return deep_merge(raw, nested)
+    return nested
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -277,6 +298,9 @@ def build_config(modality: Modality, recipe: str | None = None, config_file: Pat
                  sets: Sequence[str] = (), flags: dict[str, Any] | None = None) -> Config:
     """Resolve a run's config: recipe ← ``config_file`` ← ``--set`` overrides ← CLI ``flags``.
 
+    A layer that sets ``train.max_steps`` replaces an ``train.epochs`` of the layers below it
+    (and vice versa; likewise ``optim.warmup_steps`` / ``optim.warmup_epochs``).
+
     ``flags`` is a nested dict (``{"train": {"max_steps": 30}}``); None values are ignored.
     """
     recipes = modality.recipes()
@@ -285,14 +309,18 @@ def build_config(modality: Modality, recipe: str | None = None, config_file: Pat
         raise ConfigError("recipe", f"unknown recipe '{name}' for {modality.name}; "
                                     f"choose one of {', '.join(sorted(recipes))}")
     raw = load_yaml(recipes[name].path)
-    if config_file is not None:
-        raw = deep_merge(raw, load_yaml(config_file))
-    for assignment in sets:
-        raw = apply_set(raw, assignment)
-    raw = deep_merge(raw, _drop_none(flags or {}))
+    layers = [load_yaml(config_file)] if config_file is not None else []
+    layers += [parse_set(a) for a in sets] + [_drop_none(flags or {})]
+    for layer in layers:
+        raw = merge_layer(raw, layer)
     raw["modality"] = modality.name
     raw.setdefault("recipe", name)
-    return parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
+    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
+    for section, a, b in EXCLUSIVE:
+        values = getattr(cfg, section)
+        if getattr(values, a) is not None and getattr(values, b) is not None:
+            raise ConfigError(f"{section}.{b}", f"set either {section}.{a} or {section}.{b}, not both")
+    return cfg
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

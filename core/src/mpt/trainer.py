@@ -19,6 +19,7 @@ from typing import Any, cast
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -94,6 +95,9 @@ def make_accelerator(cfg: Config, out: Path) -> Accelerator:
     if log_with != "none" and importlib.util.find_spec(log_with) is None:
         raise ConfigError("train.log_with", f"'{log_with}' is not installed; "
                                             f"pip install 'mpt-core[{log_with}]' or use --log-with none")
+    # Accelerate keeps the mixed precision in a process-wide singleton that refuses a change: clear the
+    # previous run's (the process group stays) so a later run in this process may use another precision.
+    AcceleratorState._reset_state()
     try:
         accelerator = Accelerator(mixed_precision=cfg.train.precision,
                                   gradient_accumulation_steps=cfg.optim.accumulate,
@@ -193,6 +197,9 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     steps_per_epoch = max(1, sampler.batches_per_epoch // oc.accumulate)
     total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
     warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)
+    if warmup >= total:
+        warnings.warn(f"the warm-up ({warmup} steps) is as long as the run ({total} steps): the learning rate "
+                      "never reaches optim.lr; lower optim.warmup_steps / optim.warmup_epochs", stacklevel=2)
     log_every = tc.log_every
     figure_every = tc.figure_every or log_every
 
@@ -230,7 +237,8 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     micro_losses: list[float] = []
     objective.train()
     while step < total:
-        epoch, skip = divmod(step * oc.accumulate, sampler.batches_per_epoch)
+        # batches consumed so far, counting those of a step whose accumulation crosses the epoch's end
+        epoch, skip = divmod(step * oc.accumulate + len(micro_losses), sampler.batches_per_epoch)
         sampler.set_epoch(epoch, skip)
         if hasattr(dataset, "reseed"):
             dataset.reseed(tc.seed * 7919 + epoch)
