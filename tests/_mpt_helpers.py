@@ -36,3 +36,19 @@ def invoke(*args: str):  # noqa: ANN201 - click.testing.Result
     from mpt_cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def interrupt_after_checkpoint(monkeypatch, step: int) -> None:  # noqa: ANN001 - pytest.MonkeyPatch
+    """Make the next run raise KeyboardInterrupt (as Ctrl-C would) right after its step-``step``
+    checkpoint is written; ``monkeypatch.undo()`` restores the trainer."""
+    import mpt.trainer
+
+    real_save = mpt.trainer.save_checkpoint
+
+    def save_then_interrupt(root, at, *args, **kwargs):  # noqa: ANN001, ANN202
+        path = real_save(root, at, *args, **kwargs)
+        if at == step:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(mpt.trainer, "save_checkpoint", save_then_interrupt)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import mpt
 import mpt.trainer
-from _mpt_helpers import TINY_SETS, invoke, read_metrics, tiny_args
+from _mpt_helpers import TINY_SETS, interrupt_after_checkpoint, invoke, read_metrics, tiny_args
 from mpt.backbone import build_backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint
 from mpt.config import Config, build_config, parse
@@ -150,15 +150,7 @@ def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert invoke(*pretrain_args(a, *common, steps=20)).exit_code == 0
 
     # run B is the same command, interrupted right after its step-10 checkpoint
-    real_save = mpt.trainer.save_checkpoint
-
-    def save_then_interrupt(root, step, *args, **kwargs):  # noqa: ANN001, ANN202
-        path = real_save(root, step, *args, **kwargs)
-        if step == 10:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(mpt.trainer, "save_checkpoint", save_then_interrupt)
+    interrupt_after_checkpoint(monkeypatch, 10)
     interrupted = invoke(*pretrain_args(b, *common, steps=20))
     assert interrupted.exit_code == 130, interrupted.output
     assert "--resume" in interrupted.stderr

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import mpt
 import mpt.trainer
-from _mpt_helpers import TINY_SETS, invoke, read_metrics, tiny_args
+from _mpt_helpers import TINY_SETS, interrupt_after_checkpoint, invoke, read_metrics, tiny_args
 from mpt.checkpoint import list_checkpoints
 from mpt.config import build_config
 
@@ -63,15 +63,7 @@ def test_accumulation_consumes_batches_and_resumes_exactly(tmp_path: Path,
         assert samples_per_step(m) == pytest.approx(batch, rel=0.01), m
 
     # run B is the same command, interrupted right after its step-4 checkpoint, then resumed
-    real_save = mpt.trainer.save_checkpoint
-
-    def save_then_interrupt(root, step, *args, **kwargs):  # noqa: ANN001, ANN202
-        path = real_save(root, step, *args, **kwargs)
-        if step == 4:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(mpt.trainer, "save_checkpoint", save_then_interrupt)
+    interrupt_after_checkpoint(monkeypatch, 4)
     interrupted = invoke(*run_args(b, *common, steps=8))
     assert interrupted.exit_code == 130, (interrupted.output, interrupted.exception)
     monkeypatch.undo()

@@ -256,7 +256,7 @@ def merge_layer(raw: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     ``train.epochs`` and vice versa (likewise the two warm-up keys)."""
     out = deep_merge(raw, layer)
     for section, a, b in EXCLUSIVE:
-        given = layer.get(section) if isinstance(layer.get(section), dict) else {}
+        given = layer[section] if isinstance(layer.get(section), dict) else {}
         for key, other in ((a, b), (b, a)):
             if given.get(key) is not None and isinstance(out.get(section), dict) and other not in given:
                 out[section] = {**out[section], other: None}

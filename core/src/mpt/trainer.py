@@ -197,8 +197,8 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     steps_per_epoch = max(1, sampler.batches_per_epoch // oc.accumulate)
     total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
     warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)
-    if warmup >= total:
-        warnings.warn(f"the warm-up ({warmup} steps) is as long as the run ({total} steps): the learning rate "
+    if warmup > total:
+        warnings.warn(f"the warm-up ({warmup} steps) is longer than the run ({total} steps): the learning rate "
                       "never reaches optim.lr; lower optim.warmup_steps / optim.warmup_epochs", stacklevel=2)
     log_every = tc.log_every
     figure_every = tc.figure_every or log_every
