@@ -174,3 +174,24 @@ def test_accumulation_across_an_epoch_end_uses_each_batch_once(tmp_path: Path,
         sampler.set_epoch(epoch)
         stream += list(sampler)
     assert consumed == stream  # 3 steps × 2 batches = both epochs, each batch once, in order
+
+
+def test_two_processes_on_cpu_share_the_work(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m mpt_cli pretrain``: data parallel over gloo on CPUs."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mpt_cli",
+           *run_args(out, "--log-every", "1", *tiny_args("optim.warmup_steps=1", NO_FIGURES, batch_size=4), steps=3)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done: 3 steps") == 1  # only the main process reports
+    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]  # and writes the metrics
+    card = json.loads((out / "encoder" / "config.json").read_text())
+    assert card["trained_on"]["batch_size"] == 8  # 4 per process × 2 processes
+    encoder = mpt.load_encoder(out / "encoder")
+    assert encoder(torch.rand(2, 300, 3)).pooled.shape == (2, 32)

@@ -99,6 +99,8 @@ def pretrain(
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; continue with: mpt pretrain ... --out {out} --resume", err=True)
         raise typer.Exit(130) from None
+    if not result.main_process:
+        return
     minutes, seconds = divmod(int(result.wall_s), 60)
     typer.echo(f"done: {result.steps} steps in {minutes}m{seconds:02d}s, "
                f"loss {result.first_loss:.4f} → {result.last_loss:.4f}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class RunResult:
     figures: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     wall_s: float = 0.0
+    main_process: bool = True  # False on the other processes of a multi-process run
 
 
 class EpochSampler(Sampler[int]):
@@ -99,7 +101,9 @@ def make_accelerator(cfg: Config, out: Path) -> Accelerator:
     # previous run's (the process group stays) so a later run in this process may use another precision.
     AcceleratorState._reset_state()
     try:
-        accelerator = Accelerator(mixed_precision=cfg.train.precision,
+        # several processes without a GPU (torchrun, accelerate launch): data parallel on CPUs over gloo
+        multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        accelerator = Accelerator(cpu=multi_cpu, mixed_precision=cfg.train.precision,
                                   gradient_accumulation_steps=cfg.optim.accumulate,
                                   log_with=None if log_with == "none" else log_with, project_dir=str(out))
     except ValueError as exc:  # e.g. fp16 without a GPU
@@ -279,6 +283,8 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
             lr = optimizer.param_groups[0]["lr"]
             bar.update(1)
             if step % log_every == 0 or step == total or step == start_step + 1:
+                if world > 1:  # every process logs at the same steps: report the mean over processes
+                    window.losses[-1] = accelerator.reduce(torch.tensor(step_loss, device=device), "mean").item()
                 record = window.record(step, epoch, lr, mask, result.logs)
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm
@@ -315,4 +321,5 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     accelerator.end_training()
     return RunResult(out=out, steps=step, first_loss=first_loss if first_loss is not None else float("nan"),
                      last_loss=step_loss, encoder=encoder_dir,
-                     figures=figures, skipped=skipped, wall_s=time.perf_counter() - t0)
+                     figures=figures, skipped=skipped, wall_s=time.perf_counter() - t0,
+                     main_process=accelerator.is_main_process)
