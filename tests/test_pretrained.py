@@ -178,3 +178,19 @@ def test_files_need_no_pickle(run: Path) -> None:
     assert {"state", "param_groups"} <= set(opt)
     assert [g["weight_decay"] for g in opt["param_groups"]] == [0.05, 0.0]
     assert all(s["step"] == STEPS for s in opt["state"].values())
+
+
+def test_loaded_encoder_normalises_raw_clouds_and_rejects_non_finite(tmp_path) -> None:  # noqa: ANN001
+    """A scan in metres far from the origin gives the features of the same scan normalised."""
+    from mpt.testing import Kit
+
+    kit = Kit("pointcloud", ("tokenizer.num_groups=8", "tokenizer.group_size=8", "tokenizer.hidden=16",
+                             "data.num_points=128", "data.cache_points=256"))
+    kit.check_round_trip(tmp_path)
+    encoder = mpt.load_encoder(tmp_path / "encoder")
+    clouds = torch.rand(2, 200, 3)
+    raw = clouds * 40.0 + torch.tensor([500.0, -80.0, 12.0])
+    assert torch.allclose(encoder(raw).tokens, encoder(clouds).tokens, atol=1e-4)
+    clouds[1, 7, 2] = float("nan")
+    with pytest.raises(mpt.DataError, match="1 NaN/Inf"):
+        encoder(clouds)

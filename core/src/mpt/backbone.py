@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from mpt.config import ModelConfig
 from mpt.contract import Modality, Tokenizer, TokenSet
 from mpt.encoder import Transformer
+from mpt.errors import DataError
 
 
 @dataclass
@@ -45,9 +46,15 @@ class Backbone(nn.Module):
         return self.encoder(x, pos, tokens.valid)
 
     def forward(self, batch: Tensor) -> EncoderOutput:
-        """Raw batch (as the modality's collate returns it) → :class:`EncoderOutput`."""
+        """Raw batch (as the modality's collate returns it) → :class:`EncoderOutput`.
+
+        The batch is normalised per sample as in training (``Tokenizer.normalize``) and tokenized.
+        """
+        bad = (~torch.isfinite(batch)).sum().item() if batch.is_floating_point() else 0
+        if bad:
+            raise DataError("input batch", f"{bad} NaN/Inf values of {batch.numel()}; clean the input first")
         with torch.no_grad():
-            tokens = self.tokenizer.tokenize(batch)
+            tokens = self.tokenizer.tokenize(self.tokenizer.normalize(batch))
         x = self.encode(tokens)
         prefix = self.encoder.num_prefix
         feats = x[:, prefix:]

@@ -137,6 +137,11 @@ class Tokenizer(nn.Module):
         """``[B, n, *patch_shape]`` → ``[B, n, dim]``."""
         raise NotImplementedError
 
+    def normalize(self, batch: Tensor) -> Tensor:
+        """Per-sample input normalisation that a pretrained encoder applies to raw batches
+        (the modality's dataset applies the same before augmentation). Identity by default."""
+        return batch
+
     def card(self) -> dict[str, Any]:
         """JSON-able settings that rebuild this tokenizer (written to the encoder card)."""
         raise NotImplementedError

@@ -56,7 +56,9 @@ def test_embed_shape_and_permutation_invariance() -> None:
     assert torch.allclose(tok.embed(perm), out, atol=1e-5)
     assert not torch.allclose(out[:, 0], out[:, 1])  # different groups, different tokens
     card = tok.card()
-    assert card == {"num_groups": 8, "group_size": 16, "hidden": 16, "in_channels": 3}
+    assert {k: card[k] for k in ("num_groups", "group_size", "hidden", "in_channels")} == {
+        "num_groups": 8, "group_size": 16, "hidden": 16, "in_channels": 3}
+    assert "unit sphere" in card["input_normalization"]
     tok.train()
     tok.embed(ts.patches).sum().backward()
     assert tok.first[0].weight.grad is not None
@@ -87,3 +89,16 @@ def test_figure_writes_a_png(tmp_path, mae: bool) -> None:  # noqa: ANN001
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert elapsed < 3.0  # < 0.5 s on an idle core; generous for loaded CI machines
+
+
+def test_normalize_is_point_mae_pc_norm_and_idempotent() -> None:
+    tok = make(features=1)
+    x = torch.rand(3, 200, 4) * torch.tensor([5.0, 2.0, 9.0, 1.0]) + torch.tensor([100.0, -20.0, 3.0, 0.0])
+    y = tok.normalize(x)
+    assert torch.allclose(y[..., :3].mean(1), torch.zeros(3, 3), atol=1e-4)  # centred
+    assert torch.allclose(y[..., :3].norm(dim=-1).amax(1), torch.ones(3))  # unit sphere
+    assert torch.equal(y[..., 3], x[..., 3])  # features untouched
+    assert torch.allclose(tok.normalize(y), y, atol=1e-5)  # training data is already normalised
+    # the same cloud in other units and at another place gives the same normalised cloud
+    moved = x * torch.tensor([7.0, 7, 7, 1]) + torch.tensor([1e3, 1e3, 1e3, 0])
+    assert torch.allclose(tok.normalize(moved), y, atol=1e-3)

@@ -15,6 +15,7 @@ from mpt.contract import Sample
 from mpt.errors import DataError
 from mpt_pointcloud.config import PointCloudDataConfig
 from mpt_pointcloud.io import find_files, read_points
+from mpt_pointcloud.ops import normalize_clouds
 
 
 class PointCloudDataset(Dataset):
@@ -78,8 +79,8 @@ class PointCloudDataset(Dataset):
         pick = torch.randperm(n, generator=g)[: cfg.num_points] if n >= cfg.num_points else \
             torch.randint(n, (cfg.num_points,), generator=g)
         x = pts[pick].clone()
-        xyz = x[:, :3] - x[:, :3].mean(0)  # Point-MAE pc_norm: centre, divide by the max radius
-        xyz = xyz / xyz.norm(dim=1).max().clamp_min(1e-12)
+        x = normalize_clouds(x)
+        xyz = x[:, :3]
         if cfg.augment and self.split == "train":  # Point-MAE PointcloudScaleAndTranslate
             lo, hi = cfg.scale
             scale = torch.rand(3, generator=g) * (hi - lo) + lo

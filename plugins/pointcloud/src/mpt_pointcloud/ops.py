@@ -29,6 +29,14 @@ def farthest_point_sample(xyz: Tensor, n: int) -> Tensor:
     return out
 
 
+def normalize_clouds(x: Tensor) -> Tensor:
+    """Point-MAE ``pc_norm`` on the xyz columns of ``[..., P, 3+F]``: centre each cloud at its
+    centroid and scale it to the unit sphere (feature columns are left as they are)."""
+    xyz = x[..., :3] - x[..., :3].mean(dim=-2, keepdim=True)
+    radius = xyz.norm(dim=-1).amax(dim=-1)[..., None, None].clamp_min(1e-12)
+    return torch.cat([xyz / radius, x[..., 3:]], dim=-1)
+
+
 def knn(query: Tensor, points: Tensor, k: int) -> Tensor:
     """The ``k`` nearest ``points`` of every query, nearest first: ``[B, M, 3]``, ``[B, P, 3]``
     → ``LongTensor [B, M, k]``."""

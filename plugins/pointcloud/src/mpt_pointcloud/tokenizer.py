@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from mpt.contract import Tokenizer, TokenSet
 from mpt.errors import ConfigError
 from mpt_pointcloud.config import PointCloudTokenizerConfig
-from mpt_pointcloud.ops import farthest_point_sample, knn
+from mpt_pointcloud.ops import farthest_point_sample, knn, normalize_clouds
 
 
 class PointTokenizer(Tokenizer):
@@ -64,6 +64,11 @@ class PointTokenizer(Tokenizer):
         f = self.second(torch.cat([g, f], dim=-1).reshape(-1, 2 * h)).reshape(b * n, k, self.dim)
         return f.max(dim=1).values.reshape(b, n, self.dim)
 
+    def normalize(self, batch: Tensor) -> Tensor:
+        """Each cloud centred at its centroid and scaled to the unit sphere, as in training."""
+        return normalize_clouds(batch.float())
+
     def card(self) -> dict[str, Any]:
         return {"num_groups": self.config.num_groups, "group_size": self.config.group_size,
-                "hidden": self.config.hidden, "in_channels": self.in_channels}
+                "hidden": self.config.hidden, "in_channels": self.in_channels,
+                "input_normalization": "per cloud: xyz centred at the centroid, scaled to the unit sphere"}
