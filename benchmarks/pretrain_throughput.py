@@ -324,7 +324,9 @@ def measure(modality: Any, cfg: Any, batch: torch.Tensor, precision: str, args: 
             device: torch.device, cpu_load: float) -> dict[str, Any]:
     """Warm-up, FLOP count and timed steps for one precision → one JSON record."""
     caps = cpu_capability(device)
-    if device.type == "cpu" and precision == "bf16" and "BF16" not in caps and "AMX" not in caps:
+    from mpt.trainer import cpu_has_native_bf16
+
+    if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
         log(f"warning: this CPU ({caps}) has no native bf16 GEMMs; bf16 is emulated and slow here")
     run = build_run(modality, cfg, batch, device)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
