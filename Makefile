@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DISTS   := -e core -e cli -e plugins/pointcloud
-DEV     := pytest pytest-xdist hypothesis ruff mypy
+DEV     := pytest pytest-xdist hypothesis ruff mypy tensorboard
 PYPROJECTS := core/pyproject.toml cli/pyproject.toml plugins/pointcloud/pyproject.toml
 JOBS    ?= 2
 

@@ -305,11 +305,26 @@ def test_unknown_modality_lists_installed(tmp_path: Path) -> None:
     assert_clean_error(result, "unknown modality 'nope'", "pointcloud")
 
 
-def test_log_with_tensorboard_missing_names_the_extra(tmp_path: Path) -> None:
-    if importlib.util.find_spec("tensorboard") is not None:
-        pytest.skip("tensorboard is installed here")
+def test_log_with_tensorboard_missing_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
     result = invoke(*pretrain_args(tmp_path / "run", "--log-with", "tensorboard", *tiny_args(), steps=2))
     assert_clean_error(result, "tensorboard", "mpt-core[tensorboard]")
+
+
+def test_log_with_tensorboard_writes_the_metrics(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, "--log-with", "tensorboard", "--log-every", "1",
+                                   *tiny_args("train.figure_every=100"), steps=3))
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "mpt"))  # Accelerate: project_dir/<project name>
+    events.Reload()
+    logged = [e.value for e in events.Scalars("loss")]
+    assert logged == pytest.approx([m["loss"] for m in read_metrics(out)])
 
 
 @pytest.mark.shared_data

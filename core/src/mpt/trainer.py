@@ -230,7 +230,9 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     model = accelerator.unwrap_model(objective)
     tokenizer = model.backbone.tokenizer
     if tc.log_with != "none":
-        accelerator.init_trackers("mpt", config=flat(config_dict))
+        # trackers take scalars only (TensorBoard hparams): lists and None become text
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat(config_dict).items()}
+        accelerator.init_trackers("mpt", config=hparams)
 
     metrics_file = (out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
     bar = tqdm(total=total, initial=step, disable=not (progress and accelerator.is_main_process),
