@@ -9,6 +9,13 @@ Public API::
     out = encoder(batch)                  # out.tokens [B, N, D], out.pooled [B, D]
 """
 
+from __future__ import annotations
+
+from os import PathLike
+from typing import TYPE_CHECKING
+
+import torch
+
 from mpt.contract import (
     PLUGIN_API,
     Figure,
@@ -24,6 +31,9 @@ from mpt.contract import (
 from mpt.errors import CheckpointError, ConfigError, DataError, MptError, PluginError, TrainingError
 from mpt.registry import get_modality, list_modalities, plugin_status
 
+if TYPE_CHECKING:
+    from mpt.backbone import Backbone
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,8 +43,13 @@ __all__ = [
 ]
 
 
-def load_encoder(path, device="cpu"):  # noqa: ANN001, ANN201 - documented in mpt.pretrained
-    """Rebuild a pretrained encoder from ``path`` (an ``encoder/`` folder). See :mod:`mpt.pretrained`."""
+def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu") -> Backbone:
+    """Rebuild a pretrained encoder from ``path`` (an ``encoder/`` folder), strictly, in eval mode.
+
+    ``encoder(batch)`` takes a raw batch of its modality and returns ``.tokens`` ``[B, N, D]`` and
+    ``.pooled`` ``[B, D]``. Imported lazily so that ``import mpt`` stays light; see
+    :mod:`mpt.pretrained`.
+    """
     from mpt.pretrained import load_encoder as _load
 
     return _load(path, device=device)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -162,7 +162,7 @@ class Target(nn.Module):
 
     def reconstruct(self, pred: Tensor, patches: Tensor) -> Tensor:
         """Decoder output in the layout of ``patches`` (for figures)."""
-        return pred.reshape(*pred.shape[:2], -1)[..., : math.prod(patches.shape[2:])].reshape(patches.shape)
+        return pred.reshape(patches.shape)
 
 
 @dataclass
@@ -200,7 +200,6 @@ class Figure:
     mask: Mask
     reconstruction: Tensor | None = None  # [B, Np, *patch_shape] for MAE, None for JEPA
     title: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Modality:

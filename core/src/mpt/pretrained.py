@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import PackageNotFoundError, version
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Backbone:
+def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu") -> Backbone:
     """Rebuild the tokenizer + encoder saved in ``path`` and load its weights strictly.
 
     Returns a :class:`~mpt.backbone.Backbone` in eval mode: ``encoder(batch)`` takes a raw batch of
