@@ -1,6 +1,6 @@
 """The plugin contract: what a modality provides and what the core consumes.
 
-Data flow of one step (see docs/architecture.md)::
+Data flow of one step (see docs/guide.md)::
 
     files --Modality.dataset()--> samples --Modality.collate()--> batch tensor
     batch --Tokenizer.tokenize()--> TokenSet --Masker--> Mask(keep, pred)
