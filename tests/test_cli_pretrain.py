@@ -383,3 +383,31 @@ def test_python_m_mpt_cli_help() -> None:
     assert proc.returncode == 0, proc.stderr
     for command in ("pretrain", "list", "info"):
         assert re.search(rf"^\W*{command}\b", proc.stdout, re.M), proc.stdout
+
+
+def test_a_bad_file_in_a_folder_stops_the_run_or_is_skipped_and_listed(tmp_path: Path) -> None:
+    import numpy as np
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    for i in range(3):
+        np.save(data / f"good{i}.npy", np.random.default_rng(i).random((400, 3), dtype=np.float32))
+    bad = np.random.default_rng(9).random((400, 3), dtype=np.float32)
+    bad[5, 1] = np.nan
+    np.save(data / "sub" / "nan.npy", bad)
+    (data / "truncated.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 100\n"
+                                         b"property float x\nproperty float y\nproperty float z\nend_header\n"
+                                         + b"\0" * 40)
+    result = invoke(*pretrain_args(tmp_path / "a", "--data", str(data), *tiny_args(batch_size=2), steps=2))
+    err = assert_clean_error(result, "--skip-bad-files")
+    assert "nan.npy" in err or "truncated.ply" in err
+    out = tmp_path / "b"
+    result = invoke(*pretrain_args(out, "--data", str(data), "--skip-bad-files", *tiny_args(batch_size=2), steps=2))
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 bad file(s)" in result.stdout
+    listed = dict(line.split("\t") for line in (out / "skipped.txt").read_text().splitlines())
+    assert set(listed) == {str(data / "sub" / "nan.npy"), str(data / "truncated.ply")}
+    assert "NaN" in listed[str(data / "sub" / "nan.npy")] and "truncated" in listed[str(data / "truncated.ply")]
+    card = json.loads((out / "encoder" / "config.json").read_text())
+    assert card["trained_on"]["skipped_files"] == 2
+    assert card["trained_on"]["samples"] == 3 * card["data"]["repeats"]  # 3 usable files per epoch

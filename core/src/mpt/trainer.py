@@ -148,7 +148,12 @@ def open_data(modality: Modality, cfg: Config, data: Path | None, skip_bad_files
               world: int) -> tuple[SampleDataset, EpochSampler, DataLoader]:
     """The training dataset, its resumable sampler (this process's shard) and the loader."""
     tc = cfg.train
-    dataset = modality.dataset(data, "train", cfg.data, skip_bad_files=skip_bad_files)
+    try:
+        dataset = modality.dataset(data, "train", cfg.data, skip_bad_files=skip_bad_files)
+    except DataError as exc:
+        if skip_bad_files or data is None or Path(exc.path) == Path(data):
+            raise
+        raise DataError(exc.path, f"{exc.reason} (or pass --skip-bad-files to skip such files)") from None
     sampler = EpochSampler(len(dataset), tc.seed, tc.batch_size, rank, world)
     if sampler.batches_per_epoch == 0:
         raise DataError(data or "demo data", f"{len(dataset)} samples make no full batch of "
