@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 import mpt
 import mpt.checkpoint as ckpt_mod
-from mpt.backbone import Backbone
+from mpt.backbone import Backbone, build_backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from mpt.config import (
     JEPAConfig,
@@ -390,3 +390,23 @@ def test_a_later_layer_replaces_the_other_run_length_key(tmp_path) -> None:  # n
     both.write_text("train: {max_steps: 10, epochs: 2}\n")
     with pytest.raises(ConfigError, match="train.epochs.*either train.max_steps or train.epochs"):
         build_config(modality, "demo", config_file=both)
+
+
+def test_jepa_teacher_targets_are_deterministic_in_training_mode() -> None:
+    """Drop-path is active in the student but never in the EMA teacher that makes the targets."""
+    from mpt.config import build_config
+    from mpt.objectives import JEPA
+    from mpt.testing import Kit
+
+    kit = Kit("pointcloud", ("tokenizer.num_groups=8", "tokenizer.group_size=8", "tokenizer.hidden=16",
+                             "data.num_points=128", "data.cache_points=256"))
+    cfg = build_config(kit.modality, None, None, (*kit.sets, "model.drop_path=0.5"), {"objective": "jepa"})
+    backbone = build_backbone(kit.modality, cfg.tokenizer, cfg.model)
+    model = JEPA(backbone, cfg.jepa).train()
+    assert model.backbone.training and not model.teacher.training
+    tokens = backbone.tokenizer.tokenize(kit.batch)
+    with torch.no_grad():
+        a, b = model.teacher.encode(tokens), model.teacher.encode(tokens)
+        s1, s2 = model.backbone.encode(tokens), model.backbone.encode(tokens)
+    assert torch.equal(a, b)
+    assert not torch.equal(s1, s2)  # the student does drop paths

@@ -116,6 +116,13 @@ class JEPA(nn.Module):
             loss = F.mse_loss(pred.float(), target)
         return ObjectiveOutput(loss=loss, pred=pred, logs={"target_std": float(target.std(0).mean())})
 
+    def train(self, mode: bool = True) -> JEPA:
+        """The teacher stays in eval mode: no drop-path or dropout in the targets, and its norm
+        layers use the statistics copied from the student."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA step: teacher ← m·teacher + (1−m)·student; buffers (norm statistics) are copied."""
