@@ -403,7 +403,8 @@ def test_jepa_teacher_targets_are_deterministic_in_training_mode() -> None:
     cfg = build_config(kit.modality, None, None, (*kit.sets, "model.drop_path=0.5"), {"objective": "jepa"})
     backbone = build_backbone(kit.modality, cfg.tokenizer, cfg.model)
     model = JEPA(backbone, cfg.jepa).train()
-    assert model.backbone.training and not model.teacher.training
+    assert model.backbone.training and model.teacher.training
+    assert not any(m.training for m in model.teacher.modules() if "DropPath" in type(m).__name__)
     tokens = backbone.tokenizer.tokenize(kit.batch)
     with torch.no_grad():
         a, b = model.teacher.encode(tokens), model.teacher.encode(tokens)

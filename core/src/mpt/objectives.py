@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from mpt.backbone import Backbone
@@ -117,10 +118,12 @@ class JEPA(nn.Module):
         return ObjectiveOutput(loss=loss, pred=pred, logs={"target_std": float(target.std(0).mean())})
 
     def train(self, mode: bool = True) -> JEPA:
-        """The teacher stays in eval mode: no drop-path or dropout in the targets, and its norm
-        layers use the statistics copied from the student."""
+        """The teacher follows ``mode`` (as in I-JEPA; batch norms in a tokenizer then use batch
+        statistics) except its stochastic layers: no drop-path or dropout in the targets."""
         super().train(mode)
-        self.teacher.eval()
+        for m in self.teacher.modules():
+            if isinstance(m, (DropPath, nn.Dropout)):
+                m.eval()
         return self
 
     @torch.no_grad()
