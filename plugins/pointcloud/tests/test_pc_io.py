@@ -20,7 +20,8 @@ from pc_helpers import (
 )
 
 from mpt.errors import DataError, PluginError
-from mpt_pointcloud.io import find_files, read_points
+from mpt.files import find_files
+from mpt_pointcloud.io import SUPPORTED, read_points
 
 CLOUD = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
 
@@ -89,8 +90,8 @@ def test_find_files_recursive_and_sorted(tmp_path: Path) -> None:
     np.save(tmp_path / "b" / "deep" / "z.npy", CLOUD)
     write_ply(tmp_path / "a.ply", CLOUD)
     (tmp_path / "notes.txt").write_text("x")
-    assert find_files(tmp_path) == [tmp_path / "a.ply", tmp_path / "b" / "deep" / "z.npy"]
-    assert find_files(tmp_path / "a.ply") == [tmp_path / "a.ply"]
+    assert find_files(tmp_path, SUPPORTED) == [tmp_path / "a.ply", tmp_path / "b" / "deep" / "z.npy"]
+    assert find_files(tmp_path / "a.ply", SUPPORTED) == [tmp_path / "a.ply"]
 
 
 # ---- bad files --------------------------------------------------------------------------------
@@ -153,11 +154,11 @@ def test_empty_folder_and_folder_without_supported_files(tmp_path: Path) -> None
     for make in (lambda: None, lambda: (tmp_path / "readme.md").write_text("x")):
         make()
         with pytest.raises(DataError) as info:
-            find_files(tmp_path)
+            find_files(tmp_path, SUPPORTED)
         assert info.value.path == str(tmp_path)
         assert "supported" in info.value.reason and ".ply" in info.value.reason
     with pytest.raises(DataError, match="no such file or folder"):
-        find_files(tmp_path / "nope")
+        find_files(tmp_path / "nope", SUPPORTED)
 
 
 def test_missing_open3d_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

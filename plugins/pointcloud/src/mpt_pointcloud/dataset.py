@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -12,9 +11,9 @@ import torch
 from torch.utils.data import Dataset
 
 from mpt.contract import Sample
-from mpt.errors import DataError
+from mpt.files import find_files, read_all
 from mpt_pointcloud.config import PointCloudDataConfig
-from mpt_pointcloud.io import find_files, read_points
+from mpt_pointcloud.io import SUPPORTED, read_points
 from mpt_pointcloud.ops import normalize_clouds
 
 
@@ -29,38 +28,28 @@ class PointCloudDataset(Dataset):
 
     def __init__(self, path: str | Path, split: str, config: PointCloudDataConfig, *,
                  skip_bad_files: bool = False, progress: bool = True) -> None:
-        from tqdm import tqdm
-
         self.split, self.config, self.seed = split, config, 0
-        self.clouds: list[np.ndarray] = []
-        self.sources: list[str] = []
-        self.skipped: list[tuple[str, str]] = []
-        files = find_files(path)
-        for f in tqdm(files, desc=f"reading {Path(path).name or path}", unit="file", file=sys.stderr,
-                      disable=not progress, leave=False):
-            try:
-                pts = read_points(f, n=config.cache_points)
-            except DataError as exc:
-                if not skip_bad_files:
-                    raise
-                self.skipped.append((str(f), exc.reason))
-                continue
-            if len(pts) > config.cache_points:  # fixed per file: a seeded subset
-                rng = np.random.default_rng(zlib.crc32(str(f.name).encode()))
-                pts = pts[np.sort(rng.choice(len(pts), config.cache_points, replace=False))]
-            if len(pts) < config.num_points:
-                warnings.warn(f"{f}: only {len(pts)} points, fewer than data.num_points="
-                              f"{config.num_points}; sampling it with replacement", stacklevel=2)
-            self.clouds.append(pts)
-            self.sources.append(str(f))
-        if not self.clouds:
-            raise DataError(path, f"no usable point-cloud file ({len(self.skipped)} skipped: "
-                                  + "; ".join(f"{p}: {r}" for p, r in self.skipped[:3]) + ")")
+        files = find_files(path, SUPPORTED, kind="point-cloud")
+        self.clouds, used, self.skipped = read_all(path, files, self._read, skip_bad_files=skip_bad_files,
+                                                   kind="point-cloud", progress=progress)
+        self.sources = [str(f) for f in used]
         widths = {c.shape[1] for c in self.clouds}
         if len(widths) > 1:
             warnings.warn(f"{path}: files have {sorted(w - 3 for w in widths)} feature columns; "
                           f"keeping the {min(widths) - 3} they all share", stacklevel=2)
             self.clouds = [c[:, : min(widths)] for c in self.clouds]
+
+    def _read(self, f: Path) -> np.ndarray:
+        """One file, kept as at most ``cache_points`` points (a fixed, seeded subset)."""
+        cfg = self.config
+        pts = read_points(f, n=cfg.cache_points)
+        if len(pts) > cfg.cache_points:
+            rng = np.random.default_rng(zlib.crc32(str(f.name).encode()))
+            pts = pts[np.sort(rng.choice(len(pts), cfg.cache_points, replace=False))]
+        if len(pts) < cfg.num_points:
+            warnings.warn(f"{f}: only {len(pts)} points, fewer than data.num_points={cfg.num_points}; "
+                          "sampling it with replacement", stacklevel=3)
+        return pts
 
     def reseed(self, seed: int) -> None:
         """Seed of all per-item randomness (the trainer calls this every epoch)."""

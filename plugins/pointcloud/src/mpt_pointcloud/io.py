@@ -33,21 +33,6 @@ def supported_text() -> str:
     return ", ".join(SUPPORTED)
 
 
-def find_files(path: str | Path) -> list[Path]:
-    """``path`` itself if it is a file, else every supported file below it (recursive, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix.lower() not in SUPPORTED:
-            raise DataError(path, f"unsupported extension '{path.suffix}'; supported: {supported_text()}")
-        return [path]
-    if not path.is_dir():
-        raise DataError(path, "no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
-    if not files:
-        raise DataError(path, f"no point-cloud files in this folder (supported: {supported_text()})")
-    return files
-
-
 def read_points(path: str | Path, n: int = 8192) -> np.ndarray:
     """Points of one file: ``float32 [P, 3+F]``. Meshes are sampled uniformly on the surface to
     ``n`` points (deterministic per file content); point clouds are returned whole."""
