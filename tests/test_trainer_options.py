@@ -184,7 +184,7 @@ def test_two_processes_on_cpu_share_the_work(tmp_path: Path) -> None:
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mpt_cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mpt_cli",
            *run_args(out, "--log-every", "1", *tiny_args("optim.warmup_steps=1", NO_FIGURES, batch_size=4), steps=3)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
