@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -83,12 +81,9 @@ def test_figure_writes_a_png(tmp_path, mae: bool) -> None:  # noqa: ANN001
     mask = Mask(keep=torch.arange(3).repeat(2, 1), pred=torch.arange(3, 8).repeat(2, 1))
     rec = ts.patches[:, 3:] * 0.9 if mae else None
     path = tmp_path / "fig.png"
-    t = time.perf_counter()
     PointCloud().visualize(Figure(batch, ts, mask, rec, title="step 1"), path)
-    elapsed = time.perf_counter() - t
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    assert elapsed < 3.0  # < 0.5 s on an idle core; generous for loaded CI machines
 
 
 def test_normalize_is_point_mae_pc_norm_and_idempotent() -> None:
