@@ -79,7 +79,8 @@ def _validate(path: Path, pts: np.ndarray) -> np.ndarray:
         raise DataError(path, f"expected an array [N, 3+F] of points, got shape {tuple(pts.shape)}")
     if len(pts) == 0:
         raise DataError(path, "no points in this file")
-    pts = np.ascontiguousarray(pts, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become Inf and are reported below
+        pts = np.ascontiguousarray(pts, dtype=np.float32)
     nan, inf = int(np.isnan(pts).any(1).sum()), int(np.isinf(pts).any(1).sum())
     if nan or inf:
         raise DataError(path, f"{nan} of {len(pts)} points have NaN and {inf} have Inf coordinates "
@@ -132,17 +133,31 @@ def _read_mesh(path: Path, n: int) -> np.ndarray:
     mesh = _open3d().io.read_triangle_mesh(str(path))
     vertices, triangles = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
     if len(vertices) == 0 and path.suffix.lower() == ".obj":  # open3d skips face-less OBJ files
-        rows = [ln.split()[1:4] for ln in path.read_text(encoding="latin-1").splitlines()
-                if ln.startswith("v ")]
-        vertices = np.array(rows, dtype=np.float64) if rows else vertices
+        vertices = _obj_vertices(path)
     if len(vertices) == 0:
         raise DataError(path, "open3d read no vertices from this mesh (unreadable or empty)")
     if len(triangles) == 0:
         return vertices  # vertices without faces: a point cloud
+    if triangles.min() < 0 or triangles.max() >= len(vertices):
+        raise DataError(path, f"a face refers to vertex {int(triangles.max())} but the mesh has only "
+                              f"{len(vertices)} vertices (corrupt file)")
     if not np.isfinite(vertices).all():
         return _validate(path, vertices)  # reports the NaN/Inf count
     rng = np.random.default_rng(zlib.crc32(path.read_bytes()))
     return sample_surface(vertices, triangles, n, rng)
+
+
+def _obj_vertices(path: Path) -> np.ndarray:
+    """The ``v x y z`` lines of an OBJ file → ``[V, 3]``; a malformed one is a DataError."""
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+        if line.startswith("v "):
+            try:
+                x, y, z = (float(v) for v in line.split()[1:4])
+            except ValueError:
+                raise DataError(path, f"line {i}: malformed vertex '{line.strip()[:60]}'") from None
+            rows.append((x, y, z))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
 
 
 def _check_ply(path: Path) -> bool:
