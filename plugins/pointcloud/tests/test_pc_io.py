@@ -212,12 +212,21 @@ def test_corrupted_files_raise_data_error_and_nothing_else(tmp_path: Path) -> No
     file — never an IndexError/ValueError from inside numpy or open3d."""
     import random
 
+    import open3d as o3d
+
     from mpt_pointcloud.modality import DEMO_DATA
 
-    sources = sorted(p for p in DEMO_DATA.iterdir() if p.suffix != ".md")
+    pts = np.random.default_rng(0).random((300, 3))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    cloud.normals = o3d.utility.Vector3dVector(pts)
+    for name, kwargs in (("b.pcd", {}), ("c.pcd", {"compressed": True}), ("a.pcd", {"write_ascii": True}),
+                         ("b.ply", {}), ("a.xyz", {})):
+        o3d.io.write_point_cloud(str(tmp_path / name), cloud, **kwargs)
+    np.save(tmp_path / "a.npy", pts.astype(np.float32))
+    sources = sorted(p for p in DEMO_DATA.iterdir() if p.suffix != ".md") + sorted(tmp_path.iterdir())
     rng = random.Random(0)
     errors = 0
-    for trial in range(150):
+    for trial in range(200):
         data = bytearray(rng.choice(sources).read_bytes())
         kind = trial % 3
         if kind == 0:
@@ -236,7 +245,7 @@ def test_corrupted_files_raise_data_error_and_nothing_else(tmp_path: Path) -> No
             errors += 1
             continue
         assert pts.ndim == 2 and pts.shape[1] >= 3 and len(pts) > 0 and np.isfinite(pts).all()
-    assert errors > 50  # most corruptions are caught, not read as something else
+    assert errors > 60  # most corruptions are caught, not read as something else
 
 
 def test_mesh_faces_pointing_past_the_vertices(tmp_path: Path) -> None:
@@ -250,3 +259,23 @@ def test_mesh_faces_pointing_past_the_vertices(tmp_path: Path) -> None:
     obj.write_text("v 0 0 0\nv 1 0 x\n")
     with pytest.raises(DataError, match="line 2: malformed vertex"):
         read_points(obj)
+
+
+def test_pcd_headers_are_checked_before_open3d(tmp_path: Path) -> None:
+    """open3d segfaults on a PCD whose normal fields are incomplete, and reads truncated bodies."""
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.random.default_rng(1).random((50, 3))))
+    cloud.normals = o3d.utility.Vector3dVector(np.ones((50, 3)))
+    good = tmp_path / "good.pcd"
+    o3d.io.write_point_cloud(str(good), cloud)
+    assert read_points(good).shape == (50, 6)
+    cases = {
+        "partial.pcd": (good.read_bytes().replace(b"normal_y", b"normbl_y", 1), "all or none of normal"),
+        "short.pcd": (good.read_bytes()[:-40], "truncated PCD"),
+        "kind.pcd": (good.read_bytes().replace(b"DATA binary", b"DATA binarx", 1), "unknown DATA kind"),
+    }
+    for name, (data, words) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=words):
+            read_points(tmp_path / name)

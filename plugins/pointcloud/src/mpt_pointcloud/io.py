@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def read_points(path: str | Path, n: int = 8192) -> np.ndarray:
         pts = _read_mesh(path, n) if vertices is None else vertices
     elif ext in MESH_EXTS:
         pts = _read_mesh(path, n)
+    elif ext == ".pcd":
+        _check_pcd(path)
+        pts = _read_cloud(path)
     else:
         pts = _read_cloud(path)
     return _validate(path, pts)
@@ -79,7 +83,7 @@ def _validate(path: Path, pts: np.ndarray) -> np.ndarray:
         raise DataError(path, f"expected an array [N, 3+F] of points, got shape {tuple(pts.shape)}")
     if len(pts) == 0:
         raise DataError(path, "no points in this file")
-    with np.errstate(over="ignore"):  # values beyond float32 become Inf and are reported below
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become Inf/NaN, reported below
         pts = np.ascontiguousarray(pts, dtype=np.float32)
     nan, inf = int(np.isnan(pts).any(1).sum()), int(np.isinf(pts).any(1).sum())
     if nan or inf:
@@ -117,8 +121,18 @@ def _read_numpy(path: Path) -> np.ndarray:
     return data
 
 
+def _parse(path: Path, read: Callable[[], Any]) -> Any:
+    """Run an open3d reader; whatever it raises on this file (e.g. ``std::bad_alloc`` for a corrupt
+    compressed PCD header) becomes a DataError naming the file."""
+    try:
+        return read()
+    except Exception as exc:  # the file is what is wrong: open3d's parser gave up on it
+        raise DataError(path, f"open3d could not parse it ({type(exc).__name__}: {exc})") from None
+
+
 def _read_cloud(path: Path) -> np.ndarray:
-    pc = _open3d().io.read_point_cloud(str(path))
+    o3d = _open3d()
+    pc = _parse(path, lambda: o3d.io.read_point_cloud(str(path)))
     cols = [np.asarray(pc.points)]
     if len(cols[0]) == 0:
         raise DataError(path, "open3d read no points from this file (unreadable or empty)")
@@ -130,7 +144,8 @@ def _read_cloud(path: Path) -> np.ndarray:
 
 
 def _read_mesh(path: Path, n: int) -> np.ndarray:
-    mesh = _open3d().io.read_triangle_mesh(str(path))
+    o3d = _open3d()
+    mesh = _parse(path, lambda: o3d.io.read_triangle_mesh(str(path)))
     vertices, triangles = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
     if len(vertices) == 0 and path.suffix.lower() == ".obj":  # open3d skips face-less OBJ files
         vertices = _obj_vertices(path)
@@ -158,6 +173,60 @@ def _obj_vertices(path: Path) -> np.ndarray:
                 raise DataError(path, f"line {i}: malformed vertex '{line.strip()[:60]}'") from None
             rows.append((x, y, z))
     return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def _check_pcd(path: Path) -> None:
+    """Check a PCD header (fields, sizes, point count) against the file size before open3d reads
+    it: open3d crashes on some inconsistent headers instead of reporting them."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    header: dict[str, list[str]] = {}
+    offset = 0
+    for raw in head.split(b"\n"):
+        offset += len(raw) + 1
+        words = raw.decode("latin-1").split()
+        if words and not words[0].startswith("#"):
+            header[words[0].upper()] = words[1:]
+            if words[0].upper() == "DATA":
+                break
+    else:
+        raise DataError(path, "not a PCD file: no DATA line in the header")
+    missing = [k for k in ("FIELDS", "SIZE", "TYPE", "COUNT", "POINTS") if k not in header]
+    if missing:
+        raise DataError(path, f"PCD header lacks {', '.join(missing)}")
+    fields = set(header["FIELDS"])
+    normals = fields & {"normal_x", "normal_y", "normal_z"}
+    if not {"x", "y", "z"} <= fields or len(normals) not in (0, 3):  # open3d segfaults on partial normals
+        raise DataError(path, f"PCD header: FIELDS {header['FIELDS']} need x, y, z and all or none of "
+                              "normal_x, normal_y, normal_z")
+    n = len(header["FIELDS"])
+    if not len(header["SIZE"]) == len(header["TYPE"]) == len(header["COUNT"]) == n:
+        raise DataError(path, f"PCD header: FIELDS ({n}), SIZE, TYPE and COUNT have different lengths")
+    try:
+        sizes, counts = [int(v) for v in header["SIZE"]], [int(v) for v in header["COUNT"]]
+        points = int(header["POINTS"][0])
+    except (ValueError, IndexError):
+        raise DataError(path, "PCD header: SIZE, COUNT and POINTS must be integers") from None
+    point_bytes, body = sum(a * b for a, b in zip(sizes, counts, strict=True)), path.stat().st_size - offset
+    mode = header["DATA"][0] if header["DATA"] else ""
+    if mode == "ascii":
+        lines = sum(1 for ln in path.read_bytes()[offset:].splitlines() if ln.strip())
+        if lines < points:
+            raise DataError(path, f"truncated PCD: the header declares {points} points, the file has {lines} lines")
+    if mode == "binary" and body < points * point_bytes:
+        raise DataError(path, f"truncated PCD: {points} points need {points * point_bytes} bytes, "
+                              f"the file has {body}")
+    if mode == "binary_compressed":
+        if body < 8:
+            raise DataError(path, "truncated PCD: no compressed data")
+        with path.open("rb") as f:
+            f.seek(offset)
+            packed, unpacked = struct.unpack("<II", f.read(8))
+        if unpacked != points * point_bytes or packed > body - 8:
+            raise DataError(path, f"corrupt compressed PCD: sizes {packed}/{unpacked} do not fit "
+                                  f"{points} points of {point_bytes} bytes in a {body}-byte body")
+    elif mode not in ("ascii", "binary"):
+        raise DataError(path, f"PCD header has an unknown DATA kind '{mode}'")
 
 
 def _check_ply(path: Path) -> bool:
