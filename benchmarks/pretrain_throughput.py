@@ -262,17 +262,13 @@ def build_batch(modality: Any, cfg: Any, data: Path | None) -> torch.Tensor:
 def build_run(modality: Any, cfg: Any, batch: torch.Tensor, device: torch.device) -> Run:
     """Backbone, objective, optimizer and masker as the trainer builds them (seeded: identical
     initial weights for every precision)."""
-    from mpt.backbone import build_backbone
-    from mpt.masking import create_masker
     from mpt.optim import create_optimizer
-    from mpt.trainer import build_objective
+    from mpt.trainer import build_model
 
     torch.manual_seed(cfg.train.seed)
-    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
-    patch_shape = backbone.tokenizer.tokenize(batch[:1]).patch_shape
-    objective = build_objective(cfg, modality, backbone, patch_shape).to(device)
+    objective, masker = build_model(cfg, modality, batch)
+    objective = objective.to(device)
     optimizer = create_optimizer(objective, cfg.optim)
-    masker = create_masker(cfg.mae.mask if cfg.objective == "mae" else cfg.jepa.mask)
     params = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     objective.train()
     return Run(cfg, objective, optimizer, masker, objective.backbone.tokenizer, batch.to(device), params)

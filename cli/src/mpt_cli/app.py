@@ -38,6 +38,7 @@ def fail(message: str) -> None:
 @app.command("list")
 def list_cmd() -> None:
     """Installed modalities, their recipes and status; objectives and maskers."""
+    from mpt.masking import MASKERS
     from mpt.registry import get_modality, plugin_status
 
     statuses = plugin_status()
@@ -53,7 +54,7 @@ def list_cmd() -> None:
             default = " (default)" if name == modality.default_recipe else ""
             typer.echo(f"    recipe {name}{default}: {recipe.description}")
     typer.echo("objectives: mae, jepa")
-    typer.echo("maskers: random, block, tube, multiblock, point_block")
+    typer.echo(f"maskers: {', '.join(MASKERS)}")
 
 
 @app.command()

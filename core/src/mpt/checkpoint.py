@@ -80,8 +80,8 @@ def read_state(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore ``model`` (strictly) and ``optimizer`` from ``path``; returns ``state.json``."""
+    state = read_state(path)
     try:
-        state = json.loads((path / "state.json").read_text())
         weights = load_file(str(path / "model.safetensors"))
         opt_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError) as exc:

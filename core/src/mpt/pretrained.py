@@ -23,7 +23,7 @@ from mpt.checkpoint import atomic_dir, commit_dir, state_dict_for_save
 from mpt.config import Config, ModelConfig, parse, to_plain
 from mpt.contract import PLUGIN_API
 from mpt.errors import CheckpointError, ConfigError
-from mpt.registry import get_modality
+from mpt.registry import get_modality, plugin_version
 
 FORMAT = "mpt-encoder"
 FORMAT_VERSION = 1
@@ -56,15 +56,6 @@ def encoder_card(cfg: Config, backbone: Backbone, trained_on: dict[str, Any]) ->
         "recipe": cfg.recipe,
         "trained_on": trained_on,
     }
-
-
-def plugin_version(modality: str) -> str:
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="mpt.modalities"):
-        if ep.name == modality and ep.dist is not None:
-            return f"{ep.dist.name} {ep.dist.version}"
-    return "unknown"
 
 
 def save_encoder(backbone: Backbone, card: dict[str, Any], path: Path) -> Path:

@@ -72,6 +72,12 @@ def get_modality(name: str) -> Modality:
     return modality
 
 
+def plugin_version(name: str) -> str:
+    """``"<distribution> <version>"`` of the plugin registered as ``name`` (``"unknown"`` if none)."""
+    ep = _entry_points().get(name)
+    return f"{ep.dist.name} {ep.dist.version}" if ep is not None and ep.dist is not None else "unknown"
+
+
 def plugin_status() -> list[PluginStatus]:
     """Every installed plugin with its version and, if it cannot be used, why (loads each one)."""
     out = []

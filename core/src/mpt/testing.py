@@ -29,7 +29,7 @@ import torch
 from mpt.backbone import build_backbone
 from mpt.config import Config, build_config
 from mpt.contract import Mask, Modality, Sample, TokenSet
-from mpt.masking import create_masker
+from mpt.objectives import Objective
 from mpt.pretrained import encoder_card, load_encoder, save_encoder
 from mpt.registry import get_modality
 
@@ -91,20 +91,21 @@ class Kit:
         assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
         assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"
 
-    def check_objective(self, objective: str) -> None:
-        from mpt.trainer import build_objective
+    def model(self, cfg: Config) -> tuple[Objective, TokenSet, Mask]:
+        """The objective ``cfg`` describes (seeded), the demo batch's tokens and a mask of them."""
+        from mpt.trainer import build_model
 
-        cfg = self.make_config(objective)
         torch.manual_seed(0)
-        backbone = build_backbone(self.modality, cfg.tokenizer, cfg.model)
-        tokens = backbone.tokenizer.tokenize(self.batch)
-        model = build_objective(cfg, self.modality, backbone, tokens.patch_shape)
-        mask: Mask = create_masker(cfg.mae.mask if objective == "mae" else cfg.jepa.mask)(
-            tokens, torch.Generator().manual_seed(0))
+        model, masker = build_model(cfg, self.modality, self.batch)
+        tokens = model.backbone.tokenizer.tokenize(self.batch)
+        return model, tokens, masker(tokens, torch.Generator().manual_seed(0))
+
+    def check_objective(self, objective: str) -> None:
+        model, tokens, mask = self.model(self.make_config(objective))
         out = model(tokens, mask)
         assert out.loss.ndim == 0 and math.isfinite(out.loss.item()), f"{objective} loss is {out.loss}"
         out.loss.backward()
-        params = [p for p in backbone.tokenizer.parameters() if p.requires_grad]
+        params = [p for p in model.backbone.tokenizer.parameters() if p.requires_grad]
         grads = [p.grad for p in params if p.grad is not None]
         assert params and len(grads) == len(params), "every tokenizer parameter must get a gradient"
         assert any(g.abs().sum() > 0 for g in grads), "tokenizer gradients are all zero"
@@ -120,12 +121,7 @@ class Kit:
         assert torch.allclose(a.tokens, b.tokens, atol=1e-5), "load_encoder gives other features"
 
     def check_figure(self, workdir: Path) -> None:
-        from mpt.trainer import build_objective
-
-        backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model)
-        tokens = backbone.tokenizer.tokenize(self.batch)
-        model = build_objective(self.config, self.modality, backbone, tokens.patch_shape)
-        mask = create_masker(self.config.mae.mask)(tokens, torch.Generator().manual_seed(0))
+        model, tokens, mask = self.model(self.config)
         with torch.no_grad():
             figure = model.figure(self.batch, tokens, mask, model(tokens, mask))
         path = workdir / "figure.png"

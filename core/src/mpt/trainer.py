@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from mpt.backbone import Backbone, build_backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint, read_state, save_checkpoint
 from mpt.config import Config
-from mpt.contract import Mask, Modality, SampleDataset
+from mpt.contract import Mask, Masker, Modality, SampleDataset
 from mpt.errors import ConfigError, DataError, TrainingError
 from mpt.masking import create_masker
 from mpt.objectives import JEPA, MAE, Objective
@@ -90,6 +90,15 @@ def build_objective(cfg: Config, modality: Modality, backbone: Backbone, patch_s
         target = create_target(cfg.mae.target, modality, cfg.mae.norm_target)
         return MAE(backbone, target, patch_shape, cfg.mae)
     return JEPA(backbone, cfg.jepa)
+
+
+def build_model(cfg: Config, modality: Modality, batch: torch.Tensor) -> tuple[Objective, Masker]:
+    """A fresh backbone, the objective around it (its head sized by the tokens of ``batch``, a
+    collated sample batch) and the objective's masker — what every run trains."""
+    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
+    patch_shape = backbone.tokenizer.tokenize(batch[:1]).patch_shape
+    objective = build_objective(cfg, modality, backbone, patch_shape)
+    return objective, create_masker(cfg.mae.mask if cfg.objective == "mae" else cfg.jepa.mask)
 
 
 def make_accelerator(cfg: Config, out: Path) -> Accelerator:
@@ -213,11 +222,8 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     figure_every = tc.figure_every or log_every
 
     torch.manual_seed(tc.seed)
-    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
-    patch_shape = backbone.tokenizer.tokenize(modality.collate([dataset[0]])).patch_shape
-    objective = build_objective(cfg, modality, backbone, patch_shape)
+    objective, masker = build_model(cfg, modality, modality.collate([dataset[0]]))
     optimizer = create_optimizer(objective, oc)
-    masker = create_masker(cfg.mae.mask if cfg.objective == "mae" else cfg.jepa.mask)
     config_dict = cfg.to_dict()
 
     step, first_loss, step_loss = 0, None, float("nan")
