@@ -3,12 +3,12 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DISTS   := -e core -e cli -e plugins/pointcloud
+DISTS   := -e core -e cli -e plugins/pointcloud -e plugins/timeseries
 DEV     := pytest pytest-xdist hypothesis ruff mypy tensorboard
-PYPROJECTS := core/pyproject.toml cli/pyproject.toml plugins/pointcloud/pyproject.toml
+PYPROJECTS := core/pyproject.toml cli/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 JOBS    ?= 2
 
-.PHONY: install demo test test-slow test-all lint bench clean syslibs
+.PHONY: install demo test test-slow test-all lint bench bench-hf clean syslibs
 
 install: syslibs $(STAMP)
 
@@ -45,10 +45,19 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy core/src cli/src plugins/pointcloud/src
+	$(BIN)/mypy core/src cli/src plugins/pointcloud/src plugins/timeseries/src
 
 bench: install
 	$(BIN)/python benchmarks/pretrain_throughput.py --modality pointcloud
+	$(BIN)/python benchmarks/pretrain_throughput.py --modality timeseries
+
+# side-by-side against the Hugging Face reference implementations (transformers: benchmark-only)
+bench-hf: install
+	$(BIN)/pip install -q -c constraints-dev.txt transformers
+	$(BIN)/python benchmarks/pretrain_throughput.py --modality timeseries --recipe patchtst --against hf \
+	  --data ../shared/data/timeseries/Daphnet_S06R02E0.csv --batch 32 --set tokenizer.patch=16 \
+	  --set tokenizer.stride=16 --set data.stride=64 \
+	  --set 'data.columns=[ankle_horiz_fwd,ankle_vert,ankle_horiz_lateral,leg_horiz_fwd,leg_vert,leg_horiz_lateral,trunk_horiz_fwd]'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

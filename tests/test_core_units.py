@@ -144,7 +144,7 @@ def test_patch_target_normalisation_by_hand() -> None:
     assert PatchTarget(normalize=False).loss(pred, patches).item() == pytest.approx(raw, rel=1e-6)
     # reconstruct() inverts the normalisation
     tgt = PatchTarget(normalize=True)
-    torch.testing.assert_close(tgt.reconstruct(tgt._target(patches), patches), patches, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tgt.reconstruct(tgt._target(patches)[0], patches), patches, atol=1e-4, rtol=1e-4)
 
 
 class RecordingTarget(PatchTarget):
@@ -171,6 +171,112 @@ def test_mae_loss_is_on_the_predicted_tokens_only() -> None:
     out2 = mae(mae.backbone.tokenizer.tokenize(batch2), mask)
     torch.testing.assert_close(out2.pred, out.pred)
     assert out2.loss.item() != pytest.approx(out.loss.item())
+
+
+def test_mae_zero_mode_keeps_hidden_tokens_in_place_with_zeroed_contents() -> None:
+    """PatchTST / SimMIM: the encoder sees every position, hidden ones zeroed; a linear head predicts."""
+    torch.manual_seed(0)
+    target = RecordingTarget(normalize=False)
+    mae = MAE(toy_backbone(), target, (P,), MAEConfig(masked_tokens="zero")).eval()
+    assert isinstance(mae.decoder, nn.Linear)
+    batch = torch.randn(2, 8, P)
+    mask = toy_mask(2, 8, n_keep=5)
+    out = mae(mae.backbone.tokenizer.tokenize(batch), mask)
+    assert out.pred.shape == (2, 3, P)
+    zeroed = batch.clone()
+    zeroed[torch.arange(2)[:, None], mask.pred] = 0.0
+    latent = mae.backbone.encode(mae.backbone.tokenizer.tokenize(zeroed))
+    expected = mae.decoder(torch.stack([latent[b, mask.pred[b]] for b in range(2)]))
+    torch.testing.assert_close(out.pred, expected)
+    # the hidden contents never reach the prediction; they are only the target
+    batch2 = batch.clone()
+    batch2[torch.arange(2)[:, None], mask.pred] += 5.0
+    out2 = mae(mae.backbone.tokenizer.tokenize(batch2), mask)
+    torch.testing.assert_close(out2.pred, out.pred)
+    assert out2.loss.item() != pytest.approx(out.loss.item())
+
+
+class FoldingTokenizer(ToyTokenizer):
+    """Channel independence in miniature: ``[B, C, N, P]`` → ``C`` rows of ``N`` tokens per sample."""
+
+    def tokenize(self, batch: Tensor) -> TokenSet:
+        b, c, n = batch.shape[:3]
+        coords = torch.arange(n, dtype=torch.float32).expand(b * c, n).unsqueeze(-1)
+        valid = ~batch.isnan().all(-1).reshape(b * c, n)
+        return TokenSet(patches=batch.reshape(b * c, n, P), coords=coords, grid=(n,),
+                        valid=None if bool(valid.all()) else valid, rows_per_sample=c)
+
+    def embed(self, patches: Tensor) -> Tensor:
+        return self.norm(self.proj(patches.nan_to_num(0.0)))
+
+
+def test_backbone_rejoins_folded_rows_per_sample() -> None:
+    torch.manual_seed(0)
+    backbone = Backbone(FoldingTokenizer(D), Transformer(D, 1, 2)).eval()
+    batch = torch.randn(2, 3, 4, P)  # B=2 samples, C=3 channels, N=4 tokens each
+    out = backbone(batch)
+    assert out.tokens.shape == (2, 12, D) and out.pooled.shape == (2, D)
+    rows = backbone.encode(backbone.tokenizer.tokenize(batch))  # [6, 4, D]
+    torch.testing.assert_close(out.tokens[1, 4:8], rows[4])  # sample 1, channel 1
+    torch.testing.assert_close(out.pooled, rows.reshape(2, 12, D).mean(1))
+    # each channel is encoded on its own: changing channel 2 leaves channels 0 and 1 unchanged
+    other = batch.clone()
+    other[:, 2] += 3.0
+    torch.testing.assert_close(backbone(other).tokens[:, :8], out.tokens[:, :8])
+
+
+def test_missing_values_pass_only_where_the_tokenizer_handles_them() -> None:
+    from mpt.errors import DataError
+
+    batch = torch.randn(2, 3, 4, P)
+    batch[0, 1, 2:] = float("nan")  # two padding tokens in channel 1 of sample 0
+    toy = toy_backbone().eval()
+    with pytest.raises(DataError, match="NaN/Inf"):
+        toy(torch.full((2, 4, P), float("nan")))
+    folding = Backbone(FoldingTokenizer(D), Transformer(D, 1, 2)).eval()
+    with pytest.raises(DataError, match="NaN/Inf"):
+        folding(batch)  # FoldingTokenizer does not declare missing_values
+    FoldingTokenizer.missing_values = True
+    try:
+        out = folding(batch)
+        assert torch.isfinite(out.tokens).all()
+        # pooled mean skips the padding tokens
+        rows = folding.encode(folding.tokenizer.tokenize(batch)).reshape(2, 12, D)
+        torch.testing.assert_close(out.pooled[0], torch.cat([rows[0, :6], rows[0, 8:]]).mean(0))
+        inf = batch.clone()
+        inf[1, 0, 0, 0] = float("inf")
+        with pytest.raises(DataError, match="±Inf"):
+            folding(inf)
+    finally:
+        FoldingTokenizer.missing_values = False
+
+
+def test_attention_over_only_padding_stays_finite() -> None:
+    torch.manual_seed(0)
+    model = Transformer(D, 1, 2).eval()
+    x, pos = torch.randn(2, 3, D), torch.randn(2, 3, D)
+    valid = torch.tensor([[False, False, False], [True, False, True]])
+    out = model(x, pos, valid)
+    assert torch.isfinite(out).all()
+
+
+def test_jepa_loss_ignores_padding_targets() -> None:
+    torch.manual_seed(0)
+    backbone = Backbone(FoldingTokenizer(D), Transformer(D, 1, 2))
+    jepa = JEPA(backbone, JEPAConfig(predictor_dim=D, predictor_depth=1, predictor_heads=2)).eval()
+    batch = torch.randn(1, 2, 6, P)
+    batch[0, 1, 3:] = float("nan")  # channel 1: tokens 3..5 are padding
+    tokens = backbone.tokenizer.tokenize(batch)
+    mask = Mask(keep=torch.tensor([[0, 1], [0, 1]]), pred=torch.tensor([[2, 4], [2, 4]]))
+    out = jepa(tokens, mask)
+    with torch.no_grad():
+        full = jepa.teacher.encode(tokens)
+        target = torch.nn.functional.layer_norm(full, (D,))
+        per_token = torch.nn.functional.smooth_l1_loss(
+            out.pred, torch.stack([target[r, mask.pred[r]] for r in range(2)]), reduction="none").mean(-1)
+    # rows: channel 0 predicts tokens 2 and 4 (valid); channel 1 predicts 2 (valid) and 4 (padding)
+    expected = (per_token[0, 0] + per_token[0, 1] + per_token[1, 0]) / 3
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,3 +517,28 @@ def test_jepa_teacher_targets_are_deterministic_in_training_mode() -> None:
         s1, s2 = model.backbone.encode(tokens), model.backbone.encode(tokens)
     assert torch.equal(a, b)
     assert not torch.equal(s1, s2)  # the student does drop paths
+
+
+def test_patch_target_ignores_missing_values() -> None:
+    """NaN marks a missing value: it is no target, and the per-token statistics skip it."""
+    torch.manual_seed(0)
+    patches = torch.randn(2, 3, 8)
+    pred = torch.randn(2, 3, 8)
+    holes = patches.clone()
+    holes[0, 1, 2:5] = float("nan")
+    holes[1, 2] = float("nan")  # a whole token missing (padding)
+    observed = ~holes.isnan()
+    for normalize in (False, True):
+        tgt = PatchTarget(normalize=normalize)
+        loss = tgt.loss(pred, holes)
+        assert torch.isfinite(loss)
+        # only the observed values count: changing the prediction where values are missing changes nothing
+        moved = pred.clone()
+        moved[~observed] += 100.0
+        assert tgt.loss(moved, holes).item() == pytest.approx(loss.item(), rel=1e-6)
+        # and the loss differs from one that would treat the holes as zeros
+        assert tgt.loss(pred, holes.nan_to_num(0.0)).item() != pytest.approx(loss.item(), rel=1e-3)
+    raw = ((pred - patches) ** 2)[observed].mean().item()
+    assert PatchTarget(normalize=False).loss(pred, holes).item() == pytest.approx(raw, rel=1e-6)
+    # all-missing prediction set: zero loss, not NaN
+    assert PatchTarget().loss(pred[:, :1], torch.full((2, 1, 8), float("nan"))).item() == 0.0

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpt.errors import ConfigError
-from mpt.pos_embed import MLPPosEmbed, SinCosPosEmbed, create_pos_embed, sincos_nd
+from mpt.pos_embed import LearnedPosEmbed, MLPPosEmbed, SinCosPosEmbed, create_pos_embed, sincos_nd
 
 
 def mae_1d(d: int, pos: np.ndarray) -> np.ndarray:
@@ -116,6 +116,21 @@ def test_create_pos_embed_kinds_and_errors() -> None:
     assert isinstance(create_pos_embed("sincos", 2, 16), SinCosPosEmbed)
     mlp = create_pos_embed("mlp", 3, 16)
     assert isinstance(mlp, MLPPosEmbed) and mlp(torch.zeros(1, 4, 3)).shape == (1, 4, 16)
-    with pytest.raises(ConfigError, match="sincos, mlp") as info:
-        create_pos_embed("learned", 2, 16)
+    with pytest.raises(ConfigError, match="sincos, mlp, learned") as info:
+        create_pos_embed("rotary", 2, 16)
     assert info.value.key == "tokenizer.pos_kind"
+    with pytest.raises(ConfigError, match="grid size"):
+        create_pos_embed("learned", 2, 16)
+
+
+def test_learned_table_is_a_row_major_lookup_and_rejects_outside_positions() -> None:
+    emb = create_pos_embed("learned", 2, 8, (3, 4))
+    assert isinstance(emb, LearnedPosEmbed) and emb.table.shape == (12, 8)
+    coords = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [2.0, 3.0]]])
+    out = emb(coords)
+    torch.testing.assert_close(out[0], emb.table[[0, 6, 11]])
+    out.sum().backward()
+    assert emb.table.grad is not None and emb.table.grad[[0, 6, 11]].abs().sum() > 0
+    assert emb.table.grad[1].abs().sum() == 0
+    with pytest.raises(ValueError, match="exceed the learned position table of \\[3, 4\\]"):
+        emb(torch.tensor([[[3.0, 0.0]]]))

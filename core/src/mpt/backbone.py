@@ -49,23 +49,35 @@ class Backbone(nn.Module):
         """Raw batch (as the modality's collate returns it) → :class:`EncoderOutput`.
 
         The batch is normalised per sample as in training (``Tokenizer.normalize``) and tokenized.
+        Rows a tokenizer folded into the batch (``TokenSet.rows_per_sample``) are rejoined: one
+        sample's tokens are ``[rows_per_sample * N, D]``, channel-major.
         """
-        bad = (~torch.isfinite(batch)).sum().item() if batch.is_floating_point() else 0
-        if bad:
-            raise DataError("input batch", f"{bad} NaN/Inf values of {batch.numel()}; clean the input first")
+        check_finite(batch, allow_nan=self.tokenizer.missing_values)
         with torch.no_grad():
             tokens = self.tokenizer.tokenize(self.tokenizer.normalize(batch))
         x = self.encode(tokens)
         prefix = self.encoder.num_prefix
-        feats = x[:, prefix:]
+        r = tokens.rows_per_sample
+        feats = x[:, prefix:].reshape(-1, r * tokens.num_tokens, x.shape[-1])
+        valid = None if tokens.valid is None else tokens.valid.reshape(feats.shape[:2])
         if prefix:
-            pooled = x[:, 0]
-        elif tokens.valid is None:
+            pooled = x[:, 0].reshape(-1, r, x.shape[-1]).mean(dim=1)
+        elif valid is None:
             pooled = feats.mean(dim=1)
         else:
-            w = tokens.valid.to(feats.dtype).unsqueeze(-1)
+            w = valid.to(feats.dtype).unsqueeze(-1)
             pooled = (feats * w).sum(1) / w.sum(1).clamp_min(1)
         return EncoderOutput(tokens=feats, pooled=pooled)
+
+
+def check_finite(batch: Tensor, allow_nan: bool = False) -> None:
+    """A DataError for NaN/Inf in a raw batch (NaN passes when it marks missing values)."""
+    if not batch.is_floating_point():
+        return
+    bad = (torch.isinf(batch) if allow_nan else ~torch.isfinite(batch)).sum().item()
+    if bad:
+        what = "±Inf" if allow_nan else "NaN/Inf"
+        raise DataError("input batch", f"{bad} {what} values of {batch.numel()}; clean the input first")
 
 
 def build_backbone(modality: Modality, tokenizer_config: object, model: ModelConfig) -> Backbone:

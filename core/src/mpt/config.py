@@ -63,6 +63,10 @@ class MAEConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     target: str = "patch"
     norm_target: bool = True  # MAE's norm_pix_loss, for the "patch" target
+    # drop: hidden tokens are removed from the encoder input and a decoder fills them in (MAE);
+    # zero: they keep their place with zeroed contents and a linear head on the encoder output
+    # predicts them (PatchTST, SimMIM) — the decoder_* settings are then unused.
+    masked_tokens: Literal["drop", "zero"] = "drop"
     decoder_dim: int = bounded(512, ge=8)
     decoder_depth: int = bounded(8, ge=1)
     decoder_heads: int = bounded(16, ge=1)
@@ -191,6 +195,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(key, f"{value!r} is not allowed; choose one of {', '.join(map(str, args))}")
         return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(key, f"expected a list of {len(args)} values, got {value!r}")

@@ -36,12 +36,16 @@ class TokenSet:
         grid: token-grid shape (``prod(grid) == N``, row-major) for structured maskers,
             or ``None`` when the tokens form an unordered set.
         valid: ``[B, N]`` bool, ``False`` for padding tokens, or ``None`` when all are valid.
+        rows_per_sample: how many consecutive rows come from one input sample: 1, or C when a
+            tokenizer folds C channels into the batch (PatchTST's channel independence). The
+            rows of one sample are rejoined into ``[B, rows_per_sample * N, D]`` features downstream.
     """
 
     patches: Tensor
     coords: Tensor
     grid: tuple[int, ...] | None = None
     valid: Tensor | None = None
+    rows_per_sample: int = 1
 
     def __post_init__(self) -> None:
         if self.patches.shape[:2] != self.coords.shape[:2]:
@@ -51,6 +55,9 @@ class TokenSet:
             )
         if self.grid is not None and math.prod(self.grid) != self.patches.shape[1]:
             raise ValueError(f"TokenSet: grid {self.grid} does not hold N={self.patches.shape[1]} tokens")
+        if self.rows_per_sample < 1 or self.patches.shape[0] % self.rows_per_sample:
+            raise ValueError(f"TokenSet: {self.patches.shape[0]} rows are not a multiple of "
+                             f"rows_per_sample={self.rows_per_sample}")
 
     @property
     def batch_size(self) -> int:
@@ -71,6 +78,7 @@ class TokenSet:
             coords=gather_tokens(self.coords, index),
             grid=None,
             valid=None if self.valid is None else torch.gather(self.valid, 1, index),
+            rows_per_sample=self.rows_per_sample,
         )
 
 
@@ -109,25 +117,30 @@ class Tokenizer(nn.Module):
     """Turns a raw batch into tokens (``tokenize``, parameter-free) and embeds them.
 
     Subclasses implement :meth:`tokenize`, :meth:`embed` and :meth:`card`, and set
-    ``coord_dim`` and ``pos_kind`` ("sincos" for grid coordinates, "mlp" for continuous ones)
-    before calling ``super().__init__(dim)``. The base class builds ``self.pos`` from those.
+    ``coord_dim`` and ``pos_kind`` ("sincos" for grid coordinates, "mlp" for continuous ones,
+    "learned" for a table over a grid of ``pos_size`` integer coordinates) before calling
+    ``super().__init__(dim, pos_size)``. The base class builds ``self.pos`` from those.
+
+    ``missing_values = True`` declares that NaN in a raw batch marks a missing value this
+    tokenizer handles (time series: never embedded as a number, never a training target);
+    otherwise NaN in a batch is an input error.
     """
 
     coord_dim: int
     pos_kind: str
+    missing_values: ClassVar[bool] = False
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, pos_size: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        from mpt.pos_embed import create_pos_embed
-
         self.dim = dim
-        self.pos = create_pos_embed(self.pos_kind, self.coord_dim, dim)
+        self.pos_size = None if pos_size is None else tuple(int(s) for s in pos_size)
+        self.pos = self.make_pos(dim)
 
     def make_pos(self, dim: int) -> nn.Module:
-        """A fresh position embedding of the same kind at another width (decoder, predictor)."""
+        """A fresh position embedding of this kind at width ``dim`` (encoder, decoder, predictor)."""
         from mpt.pos_embed import create_pos_embed
 
-        return create_pos_embed(self.pos_kind, self.coord_dim, dim)
+        return create_pos_embed(self.pos_kind, self.coord_dim, dim, self.pos_size)
 
     def tokenize(self, batch: Tensor) -> TokenSet:
         """Raw batch (as ``Modality.collate`` returns it) → :class:`TokenSet`. No learnable state."""
@@ -200,6 +213,7 @@ class Figure:
     mask: Mask
     reconstruction: Tensor | None = None  # [B, Np, *patch_shape] for MAE, None for JEPA
     title: str = ""
+    tokenizer: Tokenizer | None = None  # what made ``tokens`` (to map them back to the input's layout)
 
 
 class Modality:
@@ -207,7 +221,8 @@ class Modality:
 
     Attributes a plugin sets: ``name``, ``description``, ``plugin_api`` (the
     :data:`PLUGIN_API` it was written for), ``data_config`` and ``tokenizer_config``
-    (dataclasses validated like the rest of the config) and ``default_recipe`` (the recipe
+    (dataclasses validated like the rest of the config), ``recipe_dir`` (a folder of recipe
+    YAML files, each starting with a ``# description`` line) and ``default_recipe`` (the recipe
     used when the user names none; it must run on a laptop CPU in minutes).
 
     A dataset may define ``reseed(seed: int)``: the trainer calls it at the start of every epoch
@@ -221,6 +236,7 @@ class Modality:
     plugin_api: ClassVar[int] = PLUGIN_API
     data_config: ClassVar[type]
     tokenizer_config: ClassVar[type]
+    recipe_dir: ClassVar[Path | None] = None
 
     def dataset(self, path: Path | None, split: str, config: Any, *,
                 skip_bad_files: bool = False) -> SampleDataset:
@@ -240,7 +256,12 @@ class Modality:
         return {}
 
     def recipes(self) -> dict[str, Recipe]:
-        raise NotImplementedError
+        """Named recipes: every ``*.yaml`` of ``recipe_dir``, described by its first comment line."""
+        out = {}
+        for path in sorted(self.recipe_dir.glob("*.yaml")) if self.recipe_dir else []:
+            first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+            out[path.stem] = Recipe(name=path.stem, path=path, description=first.lstrip("# ").strip())
+        return out
 
     def visualize(self, figure: Figure, path: Path) -> None:
         """Write one PNG for the first sample(s) of ``figure`` to ``path``."""

@@ -14,9 +14,13 @@ from torch import Tensor, nn
 
 
 def attention_mask(valid: Tensor | None, extra: int = 0) -> Tensor | None:
-    """``[B, n]`` validity → SDPA boolean mask ``[B, 1, 1, extra + n]`` (True = attend)."""
+    """``[B, n]`` validity → SDPA boolean mask ``[B, 1, 1, extra + n]`` (True = attend).
+
+    A row without any valid token (all padding, e.g. a masker kept only padding of a short series)
+    attends to all its tokens, so its output stays finite; losses ignore such tokens anyway."""
     if valid is None:
         return None
+    valid = valid | ~valid.any(dim=1, keepdim=True)
     if extra:
         valid = torch.cat([valid.new_ones(valid.shape[0], extra), valid], dim=1)
     return valid[:, None, None, :]

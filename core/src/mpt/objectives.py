@@ -13,6 +13,7 @@ The MAE decoder and the JEPA predictor are the same component, :class:`MaskedPre
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -64,21 +65,39 @@ class MaskedPredictor(nn.Module):
 
 
 class MAE(nn.Module):
-    """Masked autoencoder: ``forward(tokens, mask)`` → loss of ``target`` on the hidden tokens."""
+    """Masked autoencoder: ``forward(tokens, mask)`` → loss of ``target`` on the hidden tokens.
+
+    With ``cfg.masked_tokens == "zero"`` the hidden tokens stay in the encoder input with zeroed
+    contents and a linear head predicts them from their encoder outputs: PatchTST's self-supervised
+    setting (Nie et al. 2023; masking then saves no compute) and SimMIM's (Xie et al. 2022).
+    """
 
     def __init__(self, backbone: Backbone, target: Target, patch_shape: tuple[int, ...], cfg: MAEConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.target = target
-        self.decoder = MaskedPredictor(
-            backbone.dim, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads,
-            target.pred_dim(patch_shape), backbone.tokenizer.make_pos(cfg.decoder_dim),
-            pos_every_block=backbone.encoder.pos_every_block)
+        self.masked_tokens = cfg.masked_tokens
+        out_dim = target.pred_dim(patch_shape)
+        self.decoder: nn.Module
+        if self.masked_tokens == "zero":
+            self.decoder = nn.Linear(backbone.dim, out_dim)
+        else:
+            self.decoder = MaskedPredictor(
+                backbone.dim, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, out_dim,
+                backbone.tokenizer.make_pos(cfg.decoder_dim), pos_every_block=backbone.encoder.pos_every_block)
 
     def forward(self, tokens: TokenSet, mask: Mask) -> ObjectiveOutput:
-        latent = self.backbone.encode(tokens, mask.keep)
-        coords = tokens.coords
-        pred = self.decoder(latent, gather_tokens(coords, mask.keep), gather_tokens(coords, mask.pred))
+        if self.masked_tokens == "zero":
+            hidden = torch.zeros(tokens.patches.shape[:2], dtype=torch.bool, device=mask.pred.device)
+            hidden.scatter_(1, mask.pred, True)
+            shape = (*hidden.shape, *([1] * (tokens.patches.ndim - 2)))
+            zeroed = dataclasses.replace(tokens, patches=tokens.patches.masked_fill(hidden.view(shape), 0.0))
+            latent = self.backbone.encode(zeroed)[:, self.backbone.encoder.num_prefix:]
+            pred = self.decoder(gather_tokens(latent, mask.pred))
+        else:
+            latent = self.backbone.encode(tokens, mask.keep)
+            coords = tokens.coords
+            pred = self.decoder(latent, gather_tokens(coords, mask.keep), gather_tokens(coords, mask.pred))
         loss = self.target.loss(pred, gather_tokens(tokens.patches, mask.pred))
         return ObjectiveOutput(loss=loss, pred=pred)
 
@@ -88,7 +107,7 @@ class MAE(nn.Module):
 
     def figure(self, batch: Tensor, tokens: TokenSet, mask: Mask, out: ObjectiveOutput) -> Figure:
         recon = self.target.reconstruct(out.pred.detach(), gather_tokens(tokens.patches, mask.pred))
-        return Figure(batch=batch, tokens=tokens, mask=mask, reconstruction=recon)
+        return Figure(batch=batch, tokens=tokens, mask=mask, reconstruction=recon, tokenizer=self.backbone.tokenizer)
 
 
 class JEPA(nn.Module):
@@ -111,10 +130,13 @@ class JEPA(nn.Module):
         latent = self.backbone.encode(tokens, mask.keep)
         coords = tokens.coords
         pred = self.predictor(latent, gather_tokens(coords, mask.keep), gather_tokens(coords, mask.pred))
-        if self.loss_kind == "smooth_l1":
-            loss = F.smooth_l1_loss(pred.float(), target)
-        else:
-            loss = F.mse_loss(pred.float(), target)
+        fn = F.smooth_l1_loss if self.loss_kind == "smooth_l1" else F.mse_loss
+        loss = fn(pred.float(), target, reduction="none").mean(-1)  # [B, Np]
+        if tokens.valid is None:
+            loss = loss.mean()
+        else:  # padding tokens are no targets
+            w = torch.gather(tokens.valid, 1, mask.pred).to(loss.dtype)
+            loss = (loss * w).sum() / w.sum().clamp_min(1)
         return ObjectiveOutput(loss=loss, pred=pred, logs={"target_std": float(target.std(0).mean())})
 
     def train(self, mode: bool = True) -> JEPA:
@@ -138,7 +160,7 @@ class JEPA(nn.Module):
         return self.teacher
 
     def figure(self, batch: Tensor, tokens: TokenSet, mask: Mask, out: ObjectiveOutput) -> Figure:
-        return Figure(batch=batch, tokens=tokens, mask=mask, reconstruction=None)
+        return Figure(batch=batch, tokens=tokens, mask=mask, reconstruction=None, tokenizer=self.backbone.tokenizer)
 
 
 Objective = MAE | JEPA

@@ -9,9 +9,14 @@ Two kinds, picked by ``Tokenizer.pos_kind``:
   no table to interpolate.
 * ``"mlp"`` — a learned MLP on continuous coordinates, as Point-MAE embeds group centres
   (Pang et al. 2022, "Masked Autoencoders for Point Cloud Self-supervised Learning").
+* ``"learned"`` — a learned table with one vector per cell of a fixed grid, indexed by integer
+  coordinates (ViT's learned embedding; PatchTST's ``learn_pe`` over patch indices, Nie et al.
+  2023, "A Time Series is Worth 64 Words"). Coordinates outside the grid are an error.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +24,7 @@ from torch import Tensor, nn
 
 from mpt.errors import ConfigError
 
-POS_KINDS = ("sincos", "mlp")
+POS_KINDS = ("sincos", "mlp", "learned")
 
 
 def sincos_nd(coords: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
@@ -75,11 +80,42 @@ class MLPPosEmbed(nn.Module):
         return self.net(coords)
 
 
-def create_pos_embed(kind: str, coord_dim: int, dim: int) -> nn.Module:
-    """The position embedding ``kind`` ("sincos" or "mlp") for ``coord_dim`` coordinates."""
+class LearnedPosEmbed(nn.Module):
+    """A learned vector per cell of the grid ``size``: ``[B, n, len(size)]`` integer-valued
+    coordinates → ``[B, n, dim]`` (row-major lookup). Initialised as timm's ViT (std 0.02)."""
+
+    def __init__(self, size: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.dim = dim
+        self.table = nn.Parameter(torch.zeros(math.prod(self.size), dim))
+        nn.init.trunc_normal_(self.table, std=0.02)
+
+    def forward(self, coords: Tensor) -> Tensor:
+        if coords.shape[-1] != len(self.size):
+            raise ValueError(f"LearnedPosEmbed: expected {len(self.size)} coordinates, got {coords.shape[-1]}")
+        idx = coords.detach().round().long()
+        limit = torch.tensor(self.size, device=idx.device)
+        if ((idx < 0) | (idx >= limit)).any():
+            worst = idx.amax(dim=tuple(range(idx.ndim - 1))).tolist()
+            raise ValueError(f"positions up to {[w + 1 for w in worst]} tokens per axis exceed the learned "
+                             f"position table of {list(self.size)} (the input this encoder was built for); "
+                             "use a shorter/smaller input or a 'sincos' position embedding")
+        strides = torch.tensor([math.prod(self.size[i + 1:]) for i in range(len(self.size))], device=idx.device)
+        return self.table[(idx * strides).sum(-1)]
+
+
+def create_pos_embed(kind: str, coord_dim: int, dim: int, size: tuple[int, ...] | None = None) -> nn.Module:
+    """The position embedding ``kind`` ("sincos", "mlp", or "learned" over the grid ``size``)
+    for ``coord_dim`` coordinates."""
     if kind == "sincos":
         return SinCosPosEmbed(coord_dim, dim)
     if kind == "mlp":
         return MLPPosEmbed(coord_dim, dim)
+    if kind == "learned":
+        if size is None or len(size) != coord_dim or min(size) < 1:
+            raise ConfigError("tokenizer.pos_kind", f"a learned position table needs a grid size with "
+                                                    f"{coord_dim} positive axes, got {size}")
+        return LearnedPosEmbed(tuple(size), dim)
     allowed = ", ".join(POS_KINDS)
     raise ConfigError("tokenizer.pos_kind", f"unknown position embedding {kind!r}; allowed: {allowed}")

@@ -47,7 +47,7 @@ def encoder_card(cfg: Config, backbone: Backbone, trained_on: dict[str, Any]) ->
         "versions": {"mpt-core": dist_version("mpt-core"), "plugin": plugin_version(cfg.modality),
                      "torch": str(torch.__version__)},
         "tokenizer": {"config": to_plain(cfg.tokenizer), "settings": tok.card()},
-        "pos_embed": {"kind": tok.pos_kind, "coord_dim": tok.coord_dim},
+        "pos_embed": {"kind": tok.pos_kind, "coord_dim": tok.coord_dim, "size": tok.pos_size},
         "encoder": to_plain(cfg.model),
         "num_params": sum(p.numel() for p in backbone.parameters()),
         "objective": cfg.objective,

@@ -16,27 +16,46 @@ from mpt.errors import ConfigError
 
 
 class PatchTarget(Target):
-    """MSE between ``pred`` ``[B, Np, P]`` and the flattened patches ``[B, Np, *patch_shape]``."""
+    """MSE between ``pred`` ``[B, Np, P]`` and the flattened patches ``[B, Np, *patch_shape]``.
+
+    NaN in ``patches`` marks a missing value (time series): it is no target, and with
+    ``normalize`` the per-token statistics use the observed values only.
+    """
 
     def __init__(self, normalize: bool = True) -> None:
         super().__init__()
         self.normalize = normalize
 
-    def _target(self, patches: Tensor) -> Tensor:
-        t = patches.flatten(2).float()
+    def _stats(self, t: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+        n = observed.sum(-1, keepdim=True)
+        mean = t.sum(-1, keepdim=True) / n.clamp_min(1)
+        var = ((t - mean) * observed).pow(2).sum(-1, keepdim=True) / (n - 1).clamp_min(1)
+        return mean, (var + 1e-6).sqrt()
+
+    def _target(self, patches: Tensor) -> tuple[Tensor, Tensor]:
+        raw = patches.flatten(2).float()
+        observed = ~raw.isnan()
+        t = raw.nan_to_num(0.0)
         if self.normalize:
-            t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
-        return t
+            mean, std = self._stats(t, observed)
+            t = (t - mean) / std
+        return t, observed
 
     def loss(self, pred: Tensor, patches: Tensor) -> Tensor:
-        return (pred.float() - self._target(patches)).pow(2).mean()
+        t, observed = self._target(patches)
+        err = (pred.float() - t).pow(2)
+        if bool(observed.all()):
+            return err.mean()
+        return (err * observed).sum() / observed.sum().clamp_min(1)
 
     def reconstruct(self, pred: Tensor, patches: Tensor) -> Tensor:
         """Prediction in patch layout; with normalisation, mapped back with the true patch stats."""
         out = pred.float()
         if self.normalize:
-            t = patches.flatten(2).float()
-            out = out * (t.var(-1, keepdim=True) + 1e-6).sqrt() + t.mean(-1, keepdim=True)
+            raw = patches.flatten(2).float()
+            observed = ~raw.isnan()
+            mean, std = self._stats(raw.nan_to_num(0.0), observed)
+            out = out * std + mean
         return out.reshape(patches.shape)
 
 

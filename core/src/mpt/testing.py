@@ -86,7 +86,8 @@ class Kit:
 
     def check_tokenize(self) -> None:
         tokens = self.tokens()
-        assert tokens.batch_size == self.batch.shape[0], "one row of tokens per sample"
+        assert tokens.batch_size == self.batch.shape[0] * tokens.rows_per_sample, \
+            "rows_per_sample rows of tokens per sample"
         assert torch.isfinite(tokens.patches.float()).all() and torch.isfinite(tokens.coords.float()).all()
         assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
         assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"

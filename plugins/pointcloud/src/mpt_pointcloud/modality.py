@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from mpt.contract import PLUGIN_API, Figure, Modality, Recipe, Target, Tokenizer
+from mpt.contract import PLUGIN_API, Figure, Modality, Target, Tokenizer
 from mpt_pointcloud.config import PointCloudDataConfig, PointCloudTokenizerConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -22,6 +22,7 @@ class PointCloud(Modality):
     plugin_api = PLUGIN_API
     default_recipe = "demo"
     data_config = PointCloudDataConfig
+    recipe_dir = RECIPES
     tokenizer_config = PointCloudTokenizerConfig
 
     def dataset(self, path: Path | None, split: str, config: PointCloudDataConfig, *,
@@ -40,13 +41,6 @@ class PointCloud(Modality):
         from mpt_pointcloud.targets import ChamferTarget
 
         return {"chamfer": ChamferTarget}
-
-    def recipes(self) -> dict[str, Recipe]:
-        out = {}
-        for path in sorted(RECIPES.glob("*.yaml")):
-            first = next((ln for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-            out[path.stem] = Recipe(name=path.stem, path=path, description=first.lstrip("# ").strip())
-        return out
 
     def visualize(self, figure: Figure, path: Path) -> None:
         from mpt_pointcloud.figures import visualize

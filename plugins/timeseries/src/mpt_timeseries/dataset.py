@@ -1,0 +1,122 @@
+"""Time-series dataset: every series of every file, cut into windows of ``data.context`` steps."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mpt.contract import Sample
+from mpt.errors import DataError
+from mpt.files import find_files, read_all
+from mpt_timeseries.config import TimeSeriesDataConfig
+from mpt_timeseries.io import SUPPORTED, SeriesFile, read_series
+
+SPLIT_SUFFIX = re.compile(r"_(train|test)$", re.IGNORECASE)
+
+
+@dataclass
+class Window:
+    """Series ``series`` (index into the dataset's series), time steps ``[start, start + context)``."""
+
+    series: int
+    start: int
+
+
+def split_files(files: list[Path], split: str) -> list[Path]:
+    """UCR/UEA layout: when names end in ``_TRAIN``/``_TEST``, the files of ``split`` ("train", or
+    anything else for ``_TEST``); otherwise every file."""
+    tagged = [f for f in files if SPLIT_SUFFIX.search(f.stem)]
+    if not tagged:
+        return files
+    want = "train" if split == "train" else "test"
+    return [f for f in tagged if SPLIT_SUFFIX.search(f.stem).group(1).lower() == want]  # type: ignore[union-attr]
+
+
+def window_starts(length: int, context: int, stride: int) -> list[int]:
+    """Starts of the windows over ``length`` steps: every ``stride`` steps, plus one that ends at the
+    series' end if the stride misses it; a single window at 0 when ``length <= context``."""
+    if length <= context:
+        return [0]
+    starts = list(range(0, length - context + 1, stride))
+    if starts[-1] != length - context:
+        starts.append(length - context)
+    return starts
+
+
+class TimeSeriesDataset(Dataset):
+    """Windows ``Sample(input=float32 [C, context], source="file#series", label=class index or None)``.
+
+    All series must share one channel count (the first usable file's). Series shorter than
+    ``data.min_length`` are skipped and counted in ``short``. ``classes`` lists the class labels
+    (sorted) when the files carry them (UCR/UEA ``.ts``, ``.npz`` with ``y``).
+    """
+
+    def __init__(self, path: str | Path, split: str, config: TimeSeriesDataConfig, *,
+                 skip_bad_files: bool = False, progress: bool = True) -> None:
+        self.split, self.config = split, config
+        files = split_files(find_files(path, SUPPORTED, kind="time-series"), split)
+        if not files:
+            raise DataError(path, f"no time-series file of the '{split}' split (files ending in _TRAIN/_TEST)")
+        self.channels: list[str] | None = None
+        read, used, self.skipped = read_all(path, files, self._read, skip_bad_files=skip_bad_files,
+                                            kind="time-series", progress=progress)
+        self.series: list[np.ndarray] = []
+        self.sources: list[str] = []
+        raw_labels: list[str | None] = []
+        self.short: list[str] = []
+        for f, table in zip(used, read, strict=True):
+            for i, s in enumerate(table.series):
+                name = f"{f}#{i}" if len(table.series) > 1 else str(f)
+                if s.shape[1] < config.min_length:
+                    self.short.append(f"{name} ({s.shape[1]} steps)")
+                    continue
+                self.series.append(s)
+                self.sources.append(name)
+                raw_labels.append(table.labels[i] if table.labels is not None else None)
+        if self.short:
+            warnings.warn(f"skipped {len(self.short)} series shorter than data.min_length={config.min_length} "
+                          f"(e.g. {', '.join(self.short[:3])})", stacklevel=2)
+        if not self.series:
+            raise DataError(path, f"every series is shorter than data.min_length={config.min_length}")
+        known = sorted({lb for lb in raw_labels if lb is not None}, key=_label_key)
+        self.classes: list[str] = known
+        self.labels = [known.index(lb) if lb is not None else None for lb in raw_labels]
+        stride = config.stride or config.context
+        self.windows = [Window(i, s) for i, x in enumerate(self.series)
+                        for s in window_starts(x.shape[1], config.context, stride)]
+
+    def _read(self, f: Path) -> SeriesFile:
+        table = read_series(f, self.config.columns, self.config.time_column)
+        if self.channels is None:
+            self.channels, self._first = table.channels, f
+        elif len(table.channels) != len(self.channels):
+            raise DataError(f, f"{len(table.channels)} channels ({', '.join(table.channels[:8])}), but "
+                               f"{self._first} has {len(self.channels)} ({', '.join(self.channels[:8])}); "
+                               "every file must have the same channels (choose them with data.columns)")
+        return table
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> Sample:
+        w = self.windows[index]
+        context = self.config.context
+        x = self.series[w.series][:, w.start : w.start + context]
+        if x.shape[1] < context:  # a short series: pad the end with missing values
+            x = np.pad(x, ((0, 0), (0, context - x.shape[1])), constant_values=np.nan)
+        return Sample(input=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                      source=self.sources[w.series], label=self.labels[w.series])
+
+
+def _label_key(label: str) -> tuple[int, float | str]:
+    """Numeric labels in numeric order ("2" before "10"), then the others alphabetically."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)

@@ -1,0 +1,42 @@
+"""The ``timeseries`` modality: the object the ``mpt.modalities`` entry point returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpt.contract import PLUGIN_API, Figure, Modality, Tokenizer
+from mpt_timeseries.config import TimeSeriesDataConfig, TimeSeriesTokenizerConfig
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEMO_DATA = PACKAGE_DIR / "data"
+RECIPES = PACKAGE_DIR / "recipes"
+
+
+class TimeSeries(Modality):
+    """Multivariate time series (.csv .parquet .npy .npz .ts); PatchTST tokens, any channel count."""
+
+    name = "timeseries"
+    description = ("Time series (CSV, Parquet, NumPy, UCR/UEA .ts); PatchTST tokens: RevIN, patches, "
+                   "channel independence; missing values masked")
+    plugin_api = PLUGIN_API
+    default_recipe = "demo"
+    data_config = TimeSeriesDataConfig
+    recipe_dir = RECIPES
+    tokenizer_config = TimeSeriesTokenizerConfig
+
+    def dataset(self, path: Path | None, split: str, config: TimeSeriesDataConfig, *,
+                skip_bad_files: bool = False):  # noqa: ANN201 - a TimeSeriesDataset
+        from mpt_timeseries.dataset import TimeSeriesDataset
+
+        return TimeSeriesDataset(DEMO_DATA if path is None else path, split, config,
+                                 skip_bad_files=skip_bad_files)
+
+    def tokenizer(self, config: TimeSeriesTokenizerConfig, dim: int) -> Tokenizer:
+        from mpt_timeseries.tokenizer import SeriesTokenizer
+
+        return SeriesTokenizer(config, dim)
+
+    def visualize(self, figure: Figure, path: Path) -> None:
+        from mpt_timeseries.figures import visualize
+
+        visualize(figure, path)
