@@ -8,6 +8,7 @@ a module that raises on import, a modality built for plugin API 999, and a worki
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,63 @@ def test_plugin_validate_catches_a_nondeterministic_tokenizer(monkeypatch: pytes
     results = {r.name: r for r in validate("pointcloud", sets)}
     assert not results["tokenize"].ok and "deterministic" in results["tokenize"].detail
     assert results["recipes parse"].ok and results["mae loss + backward"].ok
+
+
+TS_SETS = ("tokenizer.patch=20", "tokenizer.stride=20")
+
+
+def test_kit_catches_an_embedding_that_mixes_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An embed that looks across tokens lets padding leak into valid features."""
+    from mpt.testing import validate
+    from mpt_timeseries.tokenizer import SeriesTokenizer
+
+    real = SeriesTokenizer.embed
+
+    def mixing(self, patches):  # noqa: ANN001, ANN202
+        x = real(self, patches)
+        return x - x.mean(dim=1, keepdim=True)
+
+    monkeypatch.setattr(SeriesTokenizer, "embed", mixing)
+    results = {r.name: r for r in validate("timeseries", TS_SETS)}
+    assert not results["padding never changes valid tokens"].ok
+    assert "per token" in results["padding never changes valid tokens"].detail
+    assert results["tokenize"].ok and results["bad files name the file"].ok
+
+
+def test_kit_catches_a_reader_that_accepts_garbage_or_hides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import mpt_timeseries.dataset as ds_mod
+    from mpt.errors import DataError
+    from mpt.testing import validate
+    from mpt_timeseries.io import SeriesFile
+
+    real = ds_mod.read_series
+    monkeypatch.setattr(ds_mod, "read_series",
+                        lambda path, *a: SeriesFile([np.ones((2, 300), np.float32)] * 3, ["x", "y"], None))
+    results = {r.name: r for r in validate("timeseries", TS_SETS)}
+    assert not results["bad files name the file"].ok and "was accepted" in results["bad files name the file"].detail
+
+    def anonymous(path, *a):  # noqa: ANN001, ANN202
+        if path.name.startswith(("corrupt", "empty")):
+            raise DataError("input", "something is wrong")
+        return real(path, *a)
+
+    monkeypatch.setattr(ds_mod, "read_series", anonymous)
+    results = {r.name: r for r in validate("timeseries", TS_SETS)}
+    assert not results["bad files name the file"].ok and "does not name it" in results["bad files name the file"].detail
+
+
+def test_kit_catches_a_nondeterministic_masker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mpt.trainer
+    from mpt.testing import validate
+
+    real = mpt.trainer.build_model
+
+    def unseeded(cfg, modality, batch):  # noqa: ANN001, ANN202
+        model, masker = real(cfg, modality, batch)
+        return model, lambda tokens, g: masker(tokens, torch.Generator().manual_seed(time.perf_counter_ns() % 9973))
+
+    monkeypatch.setattr(mpt.trainer, "build_model", unseeded)
+    results = {r.name: r for r in validate("timeseries", TS_SETS)}
+    assert not results["deterministic under a seed"].ok

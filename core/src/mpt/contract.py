@@ -221,7 +221,8 @@ class Modality:
 
     Attributes a plugin sets: ``name``, ``description``, ``plugin_api`` (the
     :data:`PLUGIN_API` it was written for), ``data_config`` and ``tokenizer_config``
-    (dataclasses validated like the rest of the config), ``recipe_dir`` (a folder of recipe
+    (dataclasses validated like the rest of the config), ``extensions`` (the file extensions
+    ``dataset`` reads, lower case with the dot), ``recipe_dir`` (a folder of recipe
     YAML files, each starting with a ``# description`` line) and ``default_recipe`` (the recipe
     used when the user names none; it must run on a laptop CPU in minutes).
 
@@ -237,6 +238,7 @@ class Modality:
     data_config: ClassVar[type]
     tokenizer_config: ClassVar[type]
     recipe_dir: ClassVar[Path | None] = None
+    extensions: ClassVar[tuple[str, ...]] = ()
 
     def dataset(self, path: Path | None, split: str, config: Any, *,
                 skip_bad_files: bool = False) -> SampleDataset:

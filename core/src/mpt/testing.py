@@ -1,8 +1,10 @@
 """Conformance kit for modality plugins (in the spirit of langchain's standard tests).
 
-A plugin author checks that their modality honours the contract end to end — demo data →
-collate → tokenize → mask → encode → MAE and JEPA loss → backward → save → ``load_encoder`` →
-same features, plus recipes and figures — in either of two ways::
+A plugin author checks that their modality honours the contract end to end — the entry point
+and ``PLUGIN_API``, recipes, demo data → collate → tokenize → mask → encode → MAE and JEPA loss →
+backward, determinism under a seed, padding tokens that never change valid features, save →
+``load_encoder`` → same features, a PNG figure, and corrupt files rejected with an error naming
+them — in either of two ways::
 
     # tests/test_conformance.py of the plugin (pytest)
     from mpt.testing import ModalityConformance
@@ -28,10 +30,11 @@ import torch
 
 from mpt.backbone import build_backbone
 from mpt.config import Config, build_config
-from mpt.contract import Mask, Modality, Sample, TokenSet
+from mpt.contract import PLUGIN_API, Mask, Modality, Sample, TokenSet
+from mpt.errors import DataError
 from mpt.objectives import Objective
 from mpt.pretrained import encoder_card, load_encoder, save_encoder
-from mpt.registry import get_modality
+from mpt.registry import GROUP, get_modality
 
 TINY_FLAGS = {
     "model": {"dim": 32, "depth": 1, "heads": 2, "drop_path": 0.0},
@@ -66,6 +69,16 @@ class Kit:
         return backbone.tokenizer.tokenize(self.batch)
 
     # ----------------------------------------------------------------------------------- checks
+
+    def check_entry_point(self) -> None:
+        from importlib.metadata import entry_points
+
+        names = [ep.name for ep in entry_points(group=GROUP)]
+        assert self.modality.name in names, (
+            f"no '{self.modality.name}' entry point in group '{GROUP}' (found {sorted(names)}); declare it in "
+            f"pyproject.toml: [project.entry-points.\"{GROUP}\"] {self.modality.name} = \"pkg:ModalityClass\"")
+        assert self.modality.plugin_api == PLUGIN_API, (
+            f"plugin_api {self.modality.plugin_api} != mpt's PLUGIN_API {PLUGIN_API}")
 
     def check_recipes(self) -> None:
         recipes = self.modality.recipes()
@@ -111,6 +124,56 @@ class Kit:
         assert params and len(grads) == len(params), "every tokenizer parameter must get a gradient"
         assert any(g.abs().sum() > 0 for g in grads), "tokenizer gradients are all zero"
 
+    def check_determinism(self) -> None:
+        """Same seed → same initial weights, mask and loss; the masker is a function of its generator."""
+        losses, masks = [], []
+        for _ in range(2):
+            model, tokens, mask = self.model(self.config)
+            model.eval()
+            with torch.no_grad():
+                losses.append(model(tokens, mask).loss.item())
+            masks.append(mask)
+        assert losses[0] == losses[1], f"two seeded builds give losses {losses}"
+        assert torch.equal(masks[0].keep, masks[1].keep) and torch.equal(masks[0].pred, masks[1].pred)
+
+    def check_padding(self) -> None:
+        """Tokens marked invalid (padding) must not change the features of the valid ones (eval mode)."""
+        torch.manual_seed(0)
+        backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model).eval()
+        tokens = backbone.tokenizer.tokenize(self.batch)
+        prefix, n = backbone.encoder.num_prefix, tokens.num_tokens
+        with torch.no_grad():
+            base = backbone.encode(tokens)[:, prefix:]
+            junk = torch.randn_like(tokens.patches.nan_to_num(0.0)) * 3
+            valid = tokens.valid if tokens.valid is not None else torch.ones(tokens.patches.shape[:2], dtype=torch.bool)
+            padded = TokenSet(patches=torch.cat([tokens.patches, junk], 1),
+                              coords=torch.cat([tokens.coords, tokens.coords.flip(1)], 1),
+                              valid=torch.cat([valid, torch.zeros_like(valid)], 1),
+                              rows_per_sample=tokens.rows_per_sample)
+            out = backbone.encode(padded)[:, prefix : prefix + n]
+        keep = valid.unsqueeze(-1).expand_as(base)
+        assert torch.allclose(out[keep], base[keep], atol=1e-4), (
+            "padding tokens changed the features of valid tokens: embed must work per token")
+
+    def check_bad_files(self, workdir: Path) -> None:
+        """A corrupt and an empty file of every extension in ``Modality.extensions`` raise a
+        DataError that names the file."""
+        assert self.modality.extensions, "Modality.extensions must list the file extensions dataset() reads"
+        folder = workdir / "bad-files"
+        folder.mkdir(exist_ok=True)
+        for ext in self.modality.extensions:
+            for kind, content in (("corrupt", b"\x00\xff\x13 not a valid file \x89\n" * 4), ("empty", b"")):
+                path = folder / f"{kind}{ext}"
+                path.write_bytes(content)
+                try:
+                    self.modality.dataset(path, "train", self.config.data)
+                except DataError as exc:
+                    assert path.name in str(exc), f"the error for a {kind} {ext} file does not name it: {exc}"
+                else:
+                    raise AssertionError(f"a {kind} {ext} file was accepted")
+                finally:
+                    path.unlink()
+
     def check_round_trip(self, workdir: Path) -> None:
         cfg = self.config
         backbone = build_backbone(self.modality, cfg.tokenizer, cfg.model).eval()
@@ -131,13 +194,17 @@ class Kit:
 
     def checks(self, workdir: Path) -> dict[str, Callable[[], None]]:
         return {
+            "entry point + PLUGIN_API": self.check_entry_point,
             "recipes parse": self.check_recipes,
             "demo data": self.check_demo_data,
             "tokenize": self.check_tokenize,
             "mae loss + backward": lambda: self.check_objective("mae"),
             "jepa loss + backward": lambda: self.check_objective("jepa"),
+            "deterministic under a seed": self.check_determinism,
+            "padding never changes valid tokens": self.check_padding,
             "save + load_encoder": lambda: self.check_round_trip(workdir),
             "figure": lambda: self.check_figure(workdir),
+            "bad files name the file": lambda: self.check_bad_files(workdir),
         }
 
 
@@ -172,6 +239,9 @@ class ModalityConformance:
             self._kits[key] = Kit(self.modality, self.sets)
         return self._kits[key]
 
+    def test_entry_point(self) -> None:
+        self.kit.check_entry_point()
+
     def test_recipes_parse(self) -> None:
         self.kit.check_recipes()
 
@@ -186,6 +256,15 @@ class ModalityConformance:
 
     def test_jepa_loss_and_backward(self) -> None:
         self.kit.check_objective("jepa")
+
+    def test_deterministic_under_a_seed(self) -> None:
+        self.kit.check_determinism()
+
+    def test_padding_never_changes_valid_tokens(self) -> None:
+        self.kit.check_padding()
+
+    def test_bad_files_name_the_file(self, tmp_path: Path) -> None:
+        self.kit.check_bad_files(tmp_path)
 
     def test_save_and_load_encoder(self, tmp_path: Path) -> None:
         self.kit.check_round_trip(tmp_path)

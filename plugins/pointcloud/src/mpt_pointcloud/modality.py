@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mpt.contract import PLUGIN_API, Figure, Modality, Target, Tokenizer
 from mpt_pointcloud.config import PointCloudDataConfig, PointCloudTokenizerConfig
+from mpt_pointcloud.io import SUPPORTED
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_DATA = PACKAGE_DIR / "data"
@@ -23,6 +24,7 @@ class PointCloud(Modality):
     default_recipe = "demo"
     data_config = PointCloudDataConfig
     recipe_dir = RECIPES
+    extensions = SUPPORTED
     tokenizer_config = PointCloudTokenizerConfig
 
     def dataset(self, path: Path | None, split: str, config: PointCloudDataConfig, *,

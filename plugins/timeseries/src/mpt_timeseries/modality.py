@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mpt.contract import PLUGIN_API, Figure, Modality, Tokenizer
 from mpt_timeseries.config import TimeSeriesDataConfig, TimeSeriesTokenizerConfig
+from mpt_timeseries.io import SUPPORTED
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_DATA = PACKAGE_DIR / "data"
@@ -22,6 +23,7 @@ class TimeSeries(Modality):
     default_recipe = "demo"
     data_config = TimeSeriesDataConfig
     recipe_dir = RECIPES
+    extensions = SUPPORTED
     tokenizer_config = TimeSeriesTokenizerConfig
 
     def dataset(self, path: Path | None, split: str, config: TimeSeriesDataConfig, *,
