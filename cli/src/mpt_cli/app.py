@@ -1,4 +1,4 @@
-"""``mpt list | pretrain | info`` — thin wrappers over the ``mpt`` library."""
+"""``mpt list | pretrain | info | plugin validate | plugin new`` — thin wrappers over the ``mpt`` library."""
 
 from __future__ import annotations
 
@@ -151,16 +151,48 @@ def plugin_validate(
     set_: list[str] = typer.Option([], "--set", help="Config override for the tiny test model (repeatable)."),
 ) -> None:
     """Run the conformance checks (mpt.testing) on a modality plugin and its demo data."""
+    from mpt.registry import plugin_version
     from mpt.testing import validate
 
+    typer.echo(f"validating modality '{name}' ({plugin_version(name)}) on its demo data")
     results = validate(name, set_)
     for r in results:
         mark = typer.style("ok  ", fg=typer.colors.GREEN) if r.ok else typer.style("FAIL", fg=typer.colors.RED)
-        typer.echo(f"{mark} {r.name}" + (f": {r.detail}" if r.detail else ""))
-    failed = sum(not r.ok for r in results)
-    typer.echo(f"{len(results) - failed} passed, {failed} failed")
-    if failed:
-        raise typer.Exit(1)
+        typer.echo(f"  {mark}  {r.name}")
+        for line in r.detail.splitlines():
+            typer.echo(f"          {line}")
+    failed = [r.name for r in results if not r.ok]
+    if not failed:
+        typer.secho(f"all {len(results)} checks passed", fg=typer.colors.GREEN)
+        return
+    skipped = " (the other checks need it and did not run)" if len(results) == 1 else ""
+    typer.secho(f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}{skipped}", fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: str = typer.Argument(..., help="Modality name: a lowercase Python identifier, e.g. wave."),
+    dir_: Path = typer.Option(Path("."), "--dir", help="Folder in which to create mpt-NAME/."),
+) -> None:
+    """Create mpt-NAME/, an installable modality plugin that passes its tests and validate as generated."""
+    from mpt.registry import list_modalities
+    from mpt_cli.scaffold import ScaffoldError, scaffold
+
+    try:
+        target, files = scaffold(name, dir_, list_modalities())
+    except ScaffoldError as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"created {target}/ (modality '{name}', package mpt_{name}):")
+    for f in files:
+        typer.echo(f"    {f}")
+    typer.echo("next:\n"
+               f"    pip install -e {target}\n"
+               f"    pytest {target / 'tests'}\n"
+               f"    mpt plugin validate {name}\n"
+               f"    mpt pretrain --modality {name}\n"
+               f"then adapt the reader (io.py), the tokenizer and recipes/demo.yaml: see {target / 'README.md'}")
 
 
 def main() -> None:
