@@ -3,14 +3,18 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# The out-of-tree example plugin is installed as a user installs a third-party package: from its
+# folder, not editable (reinstalled when any of its files changes).
+EXAMPLE := examples/mpt-image
+EXAMPLE_STAMP := $(VENV)/.example-installed
 DISTS   := -e core -e cli -e plugins/pointcloud -e plugins/timeseries
-DEV     := pytest pytest-xdist hypothesis ruff mypy tensorboard
+DEV     := pytest pytest-xdist hypothesis ruff mypy tensorboard setuptools
 PYPROJECTS := core/pyproject.toml cli/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 JOBS    ?= 2
 
 .PHONY: install demo test test-slow test-all lint bench bench-hf clean syslibs
 
-install: syslibs $(STAMP)
+install: syslibs $(STAMP) $(EXAMPLE_STAMP)
 
 # open3d needs libusb-1.0 at import time.
 syslibs:
@@ -31,6 +35,11 @@ $(STAMP): $(PYPROJECTS) constraints-dev.txt
 	$(BIN)/pip install -q -c constraints-dev.txt $(DISTS) $(DEV)
 	touch $(STAMP)
 
+$(EXAMPLE_STAMP): $(STAMP) $(shell find $(EXAMPLE) -type f -not -path '*/__pycache__/*' 2>/dev/null)
+	$(BIN)/pip install -q --no-deps --no-build-isolation ./$(EXAMPLE)
+	rm -rf $(EXAMPLE)/build $(EXAMPLE)/src/*.egg-info
+	touch $(EXAMPLE_STAMP)
+
 demo: install
 	$(BIN)/mpt pretrain --modality pointcloud --out runs/demo
 
@@ -45,7 +54,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy core/src cli/src plugins/pointcloud/src plugins/timeseries/src
+	$(BIN)/mypy core/src cli/src plugins/pointcloud/src plugins/timeseries/src $(EXAMPLE)/src
 
 bench: install
 	$(BIN)/python benchmarks/pretrain_throughput.py --modality pointcloud

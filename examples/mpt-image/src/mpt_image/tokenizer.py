@@ -1,0 +1,135 @@
+"""ViT patch tokenizer (Dosovitskiy et al. ICLR 2021) as MAE uses it (He et al. CVPR 2022,
+facebookresearch/mae ``models_mae.py``: ``PatchEmbed``, ``patchify``/``unpatchify``, fixed 2-D
+sin-cos positions; I-JEPA, Assran et al. CVPR 2023, tokenizes the same way).
+
+A raw batch is ``[B, C, H, W]`` float pixels in [0, 1], any H and W that are multiples of the
+patch size. ``tokenize`` normalises each channel (``(x - mean) / std``) and cuts ``p × p``
+patches; ``embed`` is ``Linear(C·p·p → D)`` on the patch flattened channel-first, which is the
+ViT ``Conv2d(C, D, kernel=p, stride=p)`` stem with its weight reshaped to ``[D, C·p·p]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mpt.contract import Tokenizer, TokenSet
+from mpt.errors import ConfigError, DataError
+from mpt_image.config import IMAGENET_MEAN, IMAGENET_STD, OTHER_MEAN, OTHER_STD, ImageTokenizerConfig
+
+
+def patchify(images: Tensor, patch: int) -> Tensor:
+    """``[B, C, H, W]`` → ``[B, N, C, p, p]``, N = (H/p)·(W/p) patches in row-major order."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // patch) * (w // patch), c, patch, patch)
+
+
+def unpatchify(patches: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`patchify`: ``[B, N, C, p, p]`` with N = rows·cols → ``[B, C, rows·p, cols·p]``."""
+    b, n, c, p, _ = patches.shape
+    rows, cols = grid
+    if rows * cols != n:
+        raise ValueError(f"unpatchify: grid {grid} does not hold {n} patches")
+    x = patches.reshape(b, rows, cols, c, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c, rows * p, cols * p)
+
+
+def default_stats(channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std: ImageNet's for 3 channels, 0.5 and 0.25 for any other count."""
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [OTHER_MEAN] * channels, [OTHER_STD] * channels
+
+
+class ImageTokenizer(Tokenizer):
+    """``[B, C, H, W]`` in [0, 1] → patches ``[B, N, C, p, p]`` (normalised pixels), coords
+    ``[B, N, 2]`` = (row, col) patch indices, ``grid = (H/p, W/p)``; 2-D sin-cos positions computed
+    from the coords by the core, so any image size works without interpolation."""
+
+    coord_dim = 2
+    pos_kind = "sincos"
+
+    def __init__(self, config: ImageTokenizerConfig, dim: int) -> None:
+        c = config.channels
+        mean, std = default_stats(c)
+        mean, std = config.mean or mean, config.std or std
+        for key, values in (("mean", mean), ("std", std)):
+            if len(values) != c:
+                raise ConfigError(f"tokenizer.{key}", f"{len(values)} values for {c} channels (tokenizer.channels); "
+                                                      "give one per channel")
+        if min(std) <= 0:
+            raise ConfigError("tokenizer.std", f"every std must be > 0, got {std}")
+        super().__init__(dim)
+        self.config = config
+        self.patch, self.channels = config.patch, c
+        self.stats = ([float(v) for v in mean], [float(v) for v in std])  # as given, for the card
+        self.register_buffer("mean", torch.tensor(mean).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, c, 1, 1), persistent=False)
+        self.proj = nn.Linear(c * config.patch**2, dim)
+        nn.init.xavier_uniform_(self.proj.weight)  # MAE initialize_weights: the patch stem like a Linear
+
+    def check(self, batch: Tensor) -> None:
+        """A clear error for a batch this tokenizer cannot cut: wrong rank, channels or size."""
+        if batch.ndim != 4:
+            raise DataError("input batch", f"an image batch is [B, C, H, W], got shape {tuple(batch.shape)}")
+        b, c, h, w = batch.shape
+        if c != self.channels:
+            raise ConfigError("tokenizer.channels", f"this tokenizer embeds {self.channels}-channel images, the "
+                                                    f"batch has {c} channels; pretrain with tokenizer.channels={c} "
+                                                    f"or convert the images (data.channels={self.channels})")
+        p = self.patch
+        if h % p or w % p:
+            raise DataError("input batch", f"images of {h}×{w} pixels (H×W) do not split into {p}×{p} patches; "
+                                           f"height and width must be multiples of {p} (tokenizer.patch): "
+                                           f"resize or crop to e.g. {max(p, h // p * p)}×{max(p, w // p * p)} "
+                                           "(mpt pretrain: choose data.size as a multiple of the patch)")
+
+    def standardize(self, images: Tensor) -> Tensor:
+        """``(x - mean) / std`` per channel: raw ``[0, 1]`` pixels → what the encoder sees."""
+        return (images.float() - self.mean) / self.std
+
+    def unstandardize(self, images: Tensor) -> Tensor:
+        """Inverse of :meth:`standardize` (``[B, C, H, W]``), for figures."""
+        return images.float() * self.std.to(images.device) + self.mean.to(images.device)
+
+    def normalize(self, batch: Tensor) -> Tensor:
+        """What :func:`mpt.load_encoder` applies to a user's raw batch before :meth:`tokenize`: a check
+        that it holds float pixels in [0, 1], returned unchanged (``tokenize`` itself applies
+        mean/std, in training and downstream alike)."""
+        if not batch.is_floating_point():
+            raise DataError("input batch", f"{batch.dtype} pixels: pass float pixels in [0, 1] "
+                                           "(e.g. uint8 images .float() / 255)")
+        lo, hi = (float(batch.amin()), float(batch.amax())) if batch.numel() else (0.0, 1.0)
+        if lo < -0.5 or hi > 1.5:  # well outside [0, 1]: 0-255 values, or already normalised ones
+            raise DataError("input batch", f"pixel values in [{lo:.4g}, {hi:.4g}]: the encoder takes raw pixels "
+                                           "in [0, 1] (8-bit values / 255), not 0-255 and not mean/std-normalised "
+                                           "ones (the tokenizer applies mean/std itself)")
+        return batch
+
+    @torch.no_grad()
+    def tokenize(self, batch: Tensor) -> TokenSet:
+        self.check(batch)
+        b, _, h, w = batch.shape
+        p = self.patch
+        rows, cols = h // p, w // p
+        patches = patchify(self.standardize(batch), p)
+        r, c = torch.meshgrid(torch.arange(rows, device=batch.device), torch.arange(cols, device=batch.device),
+                              indexing="ij")
+        coords = torch.stack([r, c], dim=-1).reshape(1, rows * cols, 2).float().expand(b, -1, -1)
+        return TokenSet(patches=patches, coords=coords, grid=(rows, cols))
+
+    def embed(self, patches: Tensor) -> Tensor:
+        """``[B, n, C, p, p]`` → ``[B, n, dim]`` (the ViT conv stem, token by token)."""
+        return self.proj(patches.flatten(2).to(self.proj.weight.dtype))
+
+    def card(self) -> dict[str, Any]:
+        return {"patch": self.patch, "channels": self.channels,
+                "mean": self.stats[0], "std": self.stats[1],
+                "input": "[B, C, H, W] float pixels in [0, 1] (8-bit values / 255), H and W multiples of patch",
+                "input_normalization": "(x - mean) / std per channel, applied by the tokenizer: pass raw "
+                                       "[0, 1] pixels, not normalised ones",
+                "patch_layout": "[C, p, p] flattened channel-first (Conv2d stem weight = proj.weight "
+                                "reshaped to [dim, C, p, p])"}
