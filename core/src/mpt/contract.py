@@ -178,6 +178,10 @@ class Target(nn.Module):
         return pred.reshape(patches.shape)
 
 
+SPLITS = ("train", "probe", "test")
+"""Dataset splits: pretraining (augmented), training files read deterministically, held-out files."""
+
+
 @dataclass
 class Sample:
     """One item of a modality dataset: ``input`` as the collate function expects it."""
@@ -244,7 +248,13 @@ class Modality:
                 skip_bad_files: bool = False) -> SampleDataset:
         """Samples (:class:`Sample`) from ``path`` (a file or folder), or the embedded demo data
         when ``path`` is None. Bad files raise :class:`mpt.errors.DataError` naming the file, or
-        with ``skip_bad_files`` are recorded in ``dataset.skipped`` (list of ``(path, reason)``)."""
+        with ``skip_bad_files`` are recorded in ``dataset.skipped`` (list of ``(path, reason)``).
+
+        ``split`` is one of :data:`SPLITS`: "train" (pretraining: the training files, random
+        augmentation), "probe" (the same files, deterministic: what downstream feature extraction
+        reads) or "test" (held-out files where the data has an official split, deterministic).
+        Samples carry a class index in ``Sample.label`` (and the dataset its class names in
+        ``classes``) when the files say it (folder names, a format's labels)."""
         raise NotImplementedError
 
     def collate(self, samples: list[Sample]) -> Tensor:

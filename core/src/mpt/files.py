@@ -61,3 +61,16 @@ def read_all(path: str | Path, files: Sequence[Path], read: Callable[[Path], T],
         raise DataError(path, f"no usable {kind} file ({len(skipped)} skipped: "
                               + "; ".join(f"{p}: {r}" for p, r in skipped[:3]) + ")")
     return items, used, skipped
+
+
+def folder_labels(root: str | Path, files: Sequence[Path]) -> tuple[list[str], list[int | None]]:
+    """ImageFolder layout: when every file lies in a subfolder of ``root`` (``root/<class>/…``), the
+    sorted first-level folder names and each file's class index; otherwise no classes."""
+    root = Path(root)
+    if not root.is_dir():
+        return [], [None] * len(files)
+    parts = [Path(f).relative_to(root).parts for f in files]
+    if any(len(p) < 2 for p in parts):
+        return [], [None] * len(files)
+    classes = sorted({p[0] for p in parts})
+    return classes, [classes.index(p[0]) for p in parts]

@@ -153,3 +153,21 @@ def test_modality_attributes_and_light_import() -> None:
     code = "import sys, mpt_pointcloud; print(sorted({'open3d', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_folder_names_are_class_labels(tmp_path) -> None:  # noqa: ANN001
+    import numpy as np
+
+    from mpt_pointcloud.config import PointCloudDataConfig
+    from mpt_pointcloud.dataset import PointCloudDataset
+
+    for cls, n in (("chair", 2), ("airplane", 1)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            np.save(tmp_path / cls / f"{i}.npy", np.random.default_rng(i).random((64, 3), dtype=np.float32))
+    ds = PointCloudDataset(tmp_path, "probe", PointCloudDataConfig(num_points=32, cache_points=64), progress=False)
+    assert ds.classes == ["airplane", "chair"]
+    assert [ds[i].label for i in range(len(ds))] == [0, 1, 1]
+    flat = PointCloudDataset(tmp_path / "chair", "probe", PointCloudDataConfig(num_points=32, cache_points=64),
+                             progress=False)
+    assert flat.classes == [] and flat[0].label is None

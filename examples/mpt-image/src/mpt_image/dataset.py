@@ -16,22 +16,10 @@ from torch.utils.data import Dataset
 
 from mpt.contract import Sample
 from mpt.errors import ConfigError, DataError
-from mpt.files import find_files, read_all
+from mpt.files import find_files, folder_labels, read_all
 from mpt_image.config import ImageDataConfig
 from mpt_image.io import EXTENSIONS, load_pixels
 from mpt_image.transforms import center_box, crop_resize, random_resized_box
-
-
-def folder_labels(root: Path, files: list[Path]) -> tuple[list[str], list[int | None]]:
-    """ImageFolder layout: when every file lies in a subfolder of ``root`` (``root/<class>/…``), the
-    sorted first-level folder names and each file's class index; otherwise no classes."""
-    if not root.is_dir():
-        return [], [None] * len(files)
-    parts = [f.relative_to(root).parts for f in files]
-    if any(len(p) < 2 for p in parts):
-        return [], [None] * len(files)
-    classes = sorted({p[0] for p in parts})
-    return classes, [classes.index(p[0]) for p in parts]
 
 
 class ImageDataset(Dataset):

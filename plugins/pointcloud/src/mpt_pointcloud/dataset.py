@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mpt.contract import Sample
-from mpt.files import find_files, read_all
+from mpt.files import find_files, folder_labels, read_all
 from mpt_pointcloud.config import PointCloudDataConfig
 from mpt_pointcloud.io import SUPPORTED, read_points
 from mpt_pointcloud.ops import normalize_clouds
@@ -21,8 +21,9 @@ class PointCloudDataset(Dataset):
     """Every supported file under ``path``, each kept as at most ``cache_points`` points.
 
     Item ``i`` is file ``i % num_files`` (so each file appears ``repeats`` times per epoch):
-    ``Sample(input=float32 [num_points, 3+F], source=path)`` where F is the number of feature
-    columns all files share. Randomness (subset, augmentation) depends only on (seed, i):
+    ``Sample(input=float32 [num_points, 3+F], source=path, label=class index or None)`` where F is
+    the number of feature columns all files share; classes are the first-level folder names when
+    every file sits in ``path/<class>/``. Randomness (subset, augmentation) depends only on (seed, i):
     call :meth:`reseed` to change the seed.
     """
 
@@ -33,6 +34,7 @@ class PointCloudDataset(Dataset):
         self.clouds, used, self.skipped = read_all(path, files, self._read, skip_bad_files=skip_bad_files,
                                                    kind="point-cloud", progress=progress)
         self.sources = [str(f) for f in used]
+        self.classes, self.labels = folder_labels(path, used)
         widths = {c.shape[1] for c in self.clouds}
         if len(widths) > 1:
             warnings.warn(f"{path}: files have {sorted(w - 3 for w in widths)} feature columns; "
@@ -76,4 +78,4 @@ class PointCloudDataset(Dataset):
             shift = (torch.rand(3, generator=g) * 2 - 1) * cfg.translate
             xyz = xyz * scale + shift
         x[:, :3] = xyz
-        return Sample(input=x, source=self.sources[i])
+        return Sample(input=x, source=self.sources[i], label=self.labels[i])

@@ -29,12 +29,12 @@ class Window:
 
 
 def split_files(files: list[Path], split: str) -> list[Path]:
-    """UCR/UEA layout: when names end in ``_TRAIN``/``_TEST``, the files of ``split`` ("train", or
-    anything else for ``_TEST``); otherwise every file."""
+    """UCR/UEA layout: when names end in ``_TRAIN``/``_TEST``, the ``_TRAIN`` files for the "train"
+    and "probe" splits and the ``_TEST`` files for "test"; otherwise every file."""
     tagged = [f for f in files if SPLIT_SUFFIX.search(f.stem)]
     if not tagged:
         return files
-    want = "train" if split == "train" else "test"
+    want = "test" if split == "test" else "train"
     return [f for f in tagged if SPLIT_SUFFIX.search(f.stem).group(1).lower() == want]  # type: ignore[union-attr]
 
 
@@ -60,7 +60,8 @@ class TimeSeriesDataset(Dataset):
     def __init__(self, path: str | Path, split: str, config: TimeSeriesDataConfig, *,
                  skip_bad_files: bool = False, progress: bool = True) -> None:
         self.split, self.config = split, config
-        files = split_files(find_files(path, SUPPORTED, kind="time-series"), split)
+        files = find_files(path, SUPPORTED, kind="time-series")
+        files = split_files(files, split) if Path(path).is_dir() else files  # a named file is used as is
         if not files:
             raise DataError(path, f"no time-series file of the '{split}' split (files ending in _TRAIN/_TEST)")
         self.channels: list[str] | None = None
