@@ -11,8 +11,9 @@ Public API::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from os import PathLike
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,13 +44,17 @@ __all__ = [
 ]
 
 
-def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu") -> Backbone:
+def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu", *,
+                 tokenizer: Mapping[str, Any] | None = None) -> Backbone:
     """Rebuild a pretrained encoder from ``path`` (an ``encoder/`` folder), strictly, in eval mode.
 
     ``encoder(batch)`` takes a raw batch of its modality and returns ``.tokens`` ``[B, N, D]`` and
-    ``.pooled`` ``[B, D]``. Imported lazily so that ``import mpt`` stays light; see
-    :mod:`mpt.pretrained`.
+    ``.pooled`` ``[B, D]``. ``tokenizer`` overrides tokenizer settings of the encoder card to load it
+    at another input size (``{"max_len": 1024}``, ``{"channels": 4, "mean": [...], "std": [...]}``):
+    learned position tables are resampled and channel-count changes follow the plugin's documented
+    rule, each with a warning; ``encoder.adapted`` lists the adapted tensors. Imported lazily so
+    that ``import mpt`` stays light; see :mod:`mpt.pretrained`.
     """
     from mpt.pretrained import load_encoder as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, tokenizer=tokenizer)

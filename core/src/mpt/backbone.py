@@ -32,6 +32,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.tokenizer = tokenizer
         self.encoder = encoder
+        self.adapted: list[str] = []  # tensors load_encoder adapted to another input size
 
     @property
     def dim(self) -> int:

@@ -159,6 +159,28 @@ class Tokenizer(nn.Module):
         """JSON-able settings that rebuild this tokenizer (written to the encoder card)."""
         raise NotImplementedError
 
+    def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
+        """Optional: carry the saved tensor ``name`` of a pretrained encoder into this tokenizer.
+
+        :func:`mpt.load_encoder` with tokenizer overrides builds this tokenizer from the encoder
+        card's tokenizer config with the overrides applied; ``saved_config`` is the card's config
+        (before the overrides) and ``saved`` the tensor stored under ``tokenizer.<name>``, whose shape
+        differs from this tokenizer's ``state_dict()[name]`` (e.g. ``"proj.weight"`` after a channel
+        count change). Return the tensor in the new shape, by a rule the plugin documents (see
+        :func:`mpt.pretrained.adapt_channels` for the core's channel-count rule). Learned position
+        tables never come here: the core resamples them (:func:`mpt.pos_embed.resample_pos_table`).
+
+        The default supports no change: it raises a :class:`~mpt.errors.CheckpointError` naming the
+        tensor and both shapes.
+        """
+        from mpt.errors import CheckpointError
+
+        want = tuple(self.state_dict()[name].shape) if name in self.state_dict() else "?"
+        raise CheckpointError(
+            f"the saved tensor tokenizer.{name} has shape {tuple(saved.shape)} and the tokenizer built with the "
+            f"overridden settings needs {want}; {type(self).__name__} has no rule for this change "
+            "(Tokenizer.adapt_weight): keep the encoder card's value of the setting that changes it")
+
 
 class Target(nn.Module):
     """What predicted tokens must match, and the loss.

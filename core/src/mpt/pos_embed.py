@@ -11,12 +11,15 @@ Two kinds, picked by ``Tokenizer.pos_kind``:
   (Pang et al. 2022, "Masked Autoencoders for Point Cloud Self-supervised Learning").
 * ``"learned"`` — a learned table with one vector per cell of a fixed grid, indexed by integer
   coordinates (ViT's learned embedding; PatchTST's ``learn_pe`` over patch indices, Nie et al.
-  2023, "A Time Series is Worth 64 Words"). Coordinates outside the grid are an error.
+  2023, "A Time Series is Worth 64 Words"). Coordinates outside the grid are an error; a table
+  is carried to another grid size with :func:`resample_pos_table` (what
+  :func:`mpt.load_encoder` does when a tokenizer override changes the grid).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +106,40 @@ class LearnedPosEmbed(nn.Module):
                              "use a shorter/smaller input or a 'sincos' position embedding")
         strides = torch.tensor([math.prod(self.size[i + 1:]) for i in range(len(self.size))], device=idx.device)
         return self.table[(idx * strides).sum(-1)]
+
+
+RESAMPLE_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
+
+
+def resample_pos_table(table: Tensor, old: Sequence[int], new: Sequence[int]) -> Tensor:
+    """A learned position table over the grid ``old`` (``[prod(old), D]``, row-major) resampled to
+    the grid ``new`` → ``[prod(new), D]``.
+
+    Each of the ``D`` channels is treated as an image over the grid and interpolated with
+    ``F.interpolate(..., align_corners=False)``: linear for 1 axis, bicubic for 2 (as MAE's
+    ``interpolate_pos_embed`` and timm's ``resample_abs_pos_embed``, without anti-aliasing), trilinear
+    for 3. Every axis grows or shrinks on its own (non-square grids alike); the table keeps covering
+    the same extent: cell ``i`` of ``n`` sits at ``(i + 0.5) / n`` of each axis, and a new cell outside
+    the old first/last cell centre reads the edge cells replicated (linear/trilinear: it takes the
+    edge value itself). Computed in float32, returned in ``table``'s dtype.
+    With ``new == old`` the result equals ``table`` exactly (a copy).
+    """
+    old_t, new_t = tuple(int(s) for s in old), tuple(int(s) for s in new)
+    if len(old_t) != len(new_t) or not old_t or min(old_t + new_t) < 1:
+        raise ValueError(f"resample_pos_table: grids {old_t} and {new_t} must have the same number of "
+                         "positive axes")
+    if table.ndim != 2 or table.shape[0] != math.prod(old_t):
+        raise ValueError(f"resample_pos_table: a table over the grid {old_t} is [{math.prod(old_t)}, D], "
+                         f"got {tuple(table.shape)}")
+    if new_t == old_t:
+        return table.clone()
+    mode = RESAMPLE_MODES.get(len(old_t))
+    if mode is None:
+        raise ValueError(f"resample_pos_table: grids of 1-3 axes are supported, got {len(old_t)} axes")
+    d = table.shape[1]
+    grid = table.float().t().reshape(1, d, *old_t)
+    out = F.interpolate(grid, size=new_t, mode=mode, align_corners=False)
+    return out.reshape(d, -1).t().contiguous().to(table.dtype)
 
 
 def create_pos_embed(kind: str, coord_dim: int, dim: int, size: tuple[int, ...] | None = None) -> nn.Module:

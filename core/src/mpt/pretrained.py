@@ -3,12 +3,19 @@
 ``config.json`` is the encoder card: modality, plugin and core versions, tokenizer settings,
 encoder size, position-embedding kind, objective and the data it was trained on — everything
 :func:`load_encoder` needs to rebuild the tokenizer and encoder. Loading is strict: missing or
-unexpected tensors and shape mismatches are errors that say what differs.
+unexpected tensors and shape mismatches are errors that say what differs. Tokenizer overrides
+(``load_encoder(path, tokenizer={...})``) load an encoder at another input size: learned position
+tables are resampled and other changed tokenizer tensors adapted by the plugin's documented rule
+(:meth:`mpt.contract.Tokenizer.adapt_weight`; :func:`adapt_channels` for channel counts).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
+import warnings
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from os import PathLike
 from pathlib import Path
@@ -17,12 +24,14 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from mpt.backbone import Backbone, build_backbone
 from mpt.checkpoint import atomic_dir, commit_dir, state_dict_for_save
-from mpt.config import Config, ModelConfig, parse, to_plain
-from mpt.contract import PLUGIN_API
+from mpt.config import Config, ModelConfig, deep_merge, parse, to_plain
+from mpt.contract import PLUGIN_API, Tokenizer
 from mpt.errors import CheckpointError, ConfigError
+from mpt.pos_embed import RESAMPLE_MODES, LearnedPosEmbed, resample_pos_table
 from mpt.registry import get_modality, plugin_version
 
 FORMAT = "mpt-encoder"
@@ -100,34 +109,173 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu") -> Backbone:
+def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu", *,
+                 tokenizer: Mapping[str, Any] | None = None) -> Backbone:
     """Rebuild the tokenizer + encoder saved in ``path`` and load its weights strictly.
 
     Returns a :class:`~mpt.backbone.Backbone` in eval mode: ``encoder(batch)`` takes a raw batch of
     the modality and returns ``.tokens`` ``[B, N, D]`` and ``.pooled`` ``[B, D]``.
+
+    ``tokenizer`` overrides keys of the card's tokenizer config to load the encoder at another input
+    size (``{"max_len": 1024}``, ``{"channels": 4, "mean": [...], "std": [...]}``,
+    ``{"num_channels": 9}``); the merged config is validated like a recipe's (an unknown key or bad
+    value is a :class:`~mpt.errors.ConfigError` naming it). The file is first checked strictly against
+    its own card, then the saved tensors are adapted explicitly, each with a warning:
+
+    * learned position tables (:class:`~mpt.pos_embed.LearnedPosEmbed`) whose grid changed are
+      resampled with :func:`~mpt.pos_embed.resample_pos_table`;
+    * any other tokenizer tensor whose shape changed goes through the plugin's
+      :meth:`Tokenizer.adapt_weight <mpt.contract.Tokenizer.adapt_weight>` (by default an error);
+    * tensors an override adds or removes are an error.
+
+    ``backbone.adapted`` lists the state-dict keys that were adapted (empty for a plain load).
     """
     path = Path(path)
     card = read_card(path)
     modality = get_modality(card["modality"])
     try:
-        tok_cfg = parse(modality.tokenizer_config, card["tokenizer"]["config"], "tokenizer")
+        saved_cfg = parse(modality.tokenizer_config, card["tokenizer"]["config"], "tokenizer")
         model_cfg = parse(ModelConfig, card["encoder"], "encoder")
     except (ConfigError, KeyError) as exc:
         raise CheckpointError(f"{path / 'config.json'}: card does not describe a valid encoder: {exc}") from None
-    backbone = build_backbone(modality, tok_cfg, model_cfg)
+    tok_cfg = saved_cfg if not tokenizer else override_tokenizer(modality.tokenizer_config, card, tokenizer)
+    adapting = tok_cfg != saved_cfg
+    try:
+        backbone = build_backbone(modality, tok_cfg, model_cfg)
+    except ConfigError as exc:
+        if not adapting:
+            raise
+        msg = str(exc).removeprefix(f"config key '{exc.key}': ")
+        raise ConfigError(exc.key, f"{msg} (with the overrides {dict(tokenizer or {})}; the other tokenizer "
+                                   f"settings come from the encoder card {path / 'config.json'})") from None
     weights_file = path / "model.safetensors"
     try:
         weights = load_file(str(weights_file))
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(f"{weights_file}: cannot read weights ({exc})") from None
-    expected = backbone.state_dict()
+    # The file must match its own card: the tokenizer part is checked against the card's tokenizer.
+    saved_tok = modality.tokenizer(saved_cfg, model_cfg.dim) if adapting else backbone.tokenizer
+    expected = {f"tokenizer.{k}": tuple(v.shape) for k, v in saved_tok.state_dict().items()}
+    expected.update({k: tuple(v.shape) for k, v in backbone.state_dict().items() if not k.startswith("tokenizer.")})
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
-    shapes = [f"{k}: file {tuple(weights[k].shape)} vs card {tuple(v.shape)}"
-              for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    shapes = [f"{k}: file {tuple(weights[k].shape)} vs card {v}"
+              for k, v in expected.items() if k in weights and tuple(weights[k].shape) != v]
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{weights_file} does not match its card: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"shape mismatches {shapes[:5]}")
+    adapted: list[str] = []
+    if adapting:
+        adapted = adapt_tokenizer_weights(weights, saved_tok, backbone.tokenizer, saved_cfg, tok_cfg, weights_file)
     backbone.load_state_dict(weights, strict=True)
+    backbone.adapted = adapted
     return backbone.to(device).eval()
+
+
+def override_tokenizer(config_type: type, card: dict[str, Any], overrides: Mapping[str, Any]) -> Any:
+    """The card's tokenizer config with ``overrides`` applied, validated (ConfigError naming the key)."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError("tokenizer", f"tokenizer overrides are a mapping of tokenizer keys to values "
+                                       f"(e.g. {{'max_len': 1024}}), got {type(overrides).__name__}")
+    base = card["tokenizer"]["config"]
+    return parse(config_type, deep_merge(base if isinstance(base, dict) else {}, dict(overrides)), "tokenizer")
+
+
+def config_changes(old: Any, new: Any) -> str:
+    """``"key: old -> new, ..."`` for the fields of two tokenizer configs that differ."""
+    if not (dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new)):
+        return f"{old} -> {new}"
+    return ", ".join(f"tokenizer.{f.name}: {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}"
+                     for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name, None))
+
+
+def adapt_tokenizer_weights(weights: dict[str, Tensor], saved: Tokenizer, new: Tokenizer, saved_cfg: Any,
+                            new_cfg: Any, weights_file: Path) -> list[str]:
+    """Carry the saved tokenizer tensors of ``weights`` (in place) into the tokenizer ``new`` built with
+    overridden settings; returns the adapted keys. See :func:`load_encoder` for the rules."""
+    changes = config_changes(saved_cfg, new_cfg)
+    old_sd, new_sd = saved.state_dict(), new.state_dict()
+    added, removed = sorted(set(new_sd) - set(old_sd)), sorted(set(old_sd) - set(new_sd))
+    if added or removed:
+        raise CheckpointError(
+            f"{weights_file}: the tokenizer overrides ({changes}) change which tensors the tokenizer has "
+            f"(new: {['tokenizer.' + k for k in added[:5]]}, gone: {['tokenizer.' + k for k in removed[:5]]}); "
+            "loading cannot adapt that: keep the encoder card's value of those settings")
+    tables = {f"{name}.table": (name, m) for name, m in new.named_modules() if isinstance(m, LearnedPosEmbed)}
+    adapted, notes = [], []
+    for name, target in new_sd.items():
+        key = f"tokenizer.{name}"
+        stored = weights[key]
+        if name in tables:
+            module_name, module = tables[name]
+            old_module = saved.get_submodule(module_name)
+            if not isinstance(old_module, LearnedPosEmbed):
+                raise CheckpointError(f"{weights_file}: {key} is not a learned position table in the saved encoder")
+            if old_module.size != module.size:
+                weights[key] = resample_pos_table(stored, old_module.size, module.size)
+                adapted.append(key)
+                notes.append(f"{key}: position table resampled from {old_module.size} to {module.size} "
+                             f"({RESAMPLE_MODES[len(module.size)]} interpolation; {changes})")
+                continue
+        if stored.shape == target.shape:
+            continue
+        try:
+            out = new.adapt_weight(name, stored, saved_cfg)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{weights_file}: {exc} (tokenizer overrides: {changes})") from None
+        if tuple(out.shape) != tuple(target.shape):
+            raise CheckpointError(f"{weights_file}: {type(new).__name__}.adapt_weight returned {key} of shape "
+                                  f"{tuple(out.shape)}, the tokenizer needs {tuple(target.shape)}")
+        weights[key] = out.to(stored.dtype)
+        adapted.append(key)
+        notes.append(f"{key}: adapted from {tuple(stored.shape)} to {tuple(out.shape)} by "
+                     f"{type(new).__name__}.adapt_weight ({changes})")
+    for note in notes:  # only once every tensor could be adapted
+        warnings.warn(note, stacklevel=outside_mpt())
+    return adapted
+
+
+def outside_mpt() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller point at the first frame outside
+    the ``mpt`` package (the user's ``mpt.load_encoder`` call)."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] == "mpt":
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def channel_mixing(old: int, new: int) -> Tensor:
+    """The ``[new, old]`` matrix of :func:`adapt_channels`: each column (old channel) sums to 1."""
+    if old < 1 or new < 1:
+        raise ValueError(f"channel_mixing: channel counts must be >= 1, got {old} -> {new}")
+    mix = torch.zeros(new, old, dtype=torch.float64)
+    if new >= old:  # cyclic repeat: new channel j copies old channel j % old; copies share its weight
+        for j in range(new):
+            mix[j, j % old] = 1.0 / len(range(j % old, new, old))
+    else:  # fold: old channel c is added into new channel c % new (new = 1: the sum)
+        for c in range(old):
+            mix[c % new, c] = 1.0
+    return mix
+
+
+def adapt_channels(weight: Tensor, channels: int, dim: int = 1) -> Tensor:
+    """The input-channel rule of pretrained weights: axis ``dim`` of ``weight`` (``C_old`` input
+    channels) becomes ``channels`` (``C_new``), so that an input whose new channels repeat the old ones
+    cyclically gives the same output — in particular a constant input (all channels equal).
+
+    * ``C_new = 1``: the sum over the old channels (timm's ``adapt_input_conv``);
+    * ``C_new > C_old``: new channel ``j`` copies old channel ``j % C_old``, and the ``n`` copies of an
+      old channel each get ``1/n`` of its weight (timm's rule — repeat and scale by ``C_old / C_new`` —
+      when ``C_new`` is a multiple of ``C_old``; timm scales all copies alike otherwise, which changes
+      a constant input's output);
+    * ``1 < C_new < C_old``: old channel ``c`` is added into new channel ``c % C_new``.
+
+    Computed in float64, returned in ``weight``'s dtype; ``C_new = C_old`` returns ``weight`` unchanged.
+    """
+    old = weight.shape[dim]
+    if channels == old:
+        return weight.clone()
+    mix = channel_mixing(old, channels).to(weight.device)
+    out = weight.double().movedim(dim, -1) @ mix.t()
+    return out.movedim(-1, dim).to(weight.dtype).contiguous()

@@ -66,6 +66,8 @@ class ImageTokenizer(Tokenizer):
         self.config = config
         self.patch, self.channels = config.patch, c
         self.stats = ([float(v) for v in mean], [float(v) for v in std])  # as given, for the card
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(mean).view(1, c, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, c, 1, 1), persistent=False)
         self.proj = nn.Linear(c * config.patch**2, dim)
@@ -124,6 +126,36 @@ class ImageTokenizer(Tokenizer):
     def embed(self, patches: Tensor) -> Tensor:
         """``[B, n, C, p, p]`` → ``[B, n, dim]`` (the ViT conv stem, token by token)."""
         return self.proj(patches.flatten(2).to(self.proj.weight.dtype))
+
+    def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
+        """A pretrained encoder loaded with another ``tokenizer.channels`` (``mpt.load_encoder(path,
+        tokenizer={"channels": 1})``): the patch stem ``proj.weight`` ``[D, C_old·p·p]`` becomes
+        ``[D, C_new·p·p]`` by :func:`mpt.pretrained.adapt_channels` (timm's ``adapt_input_conv``: one
+        channel = the sum over the old ones; more channels repeat the old ones cyclically, each copy
+        scaled so that a constant image gives the same activation). The bias is unchanged.
+
+        ``mean``/``std`` are per channel, so the card's values cannot serve another count: give them
+        in the overrides; without them (the card's were the defaults too) the new count's defaults
+        apply, with a warning. Any other change of the stem (``patch``) is refused."""
+        old = saved_config
+        if name == "proj.weight" and old.patch == self.patch and old.channels != self.channels:
+            import warnings
+
+            from mpt.pretrained import adapt_channels
+
+            defaulted = [k for k in ("mean", "std") if getattr(self.config, k) is None]
+            if defaulted:
+                warnings.warn(f"tokenizer.{'/'.join(defaulted)} not given for {self.channels} channels (the encoder "
+                              f"had {old.channels}): using the defaults for {self.channels} channels (mean "
+                              f"{self.stats[0]}, std {self.stats[1]}); pass tokenizer.mean and tokenizer.std "
+                              "to choose others", stacklevel=2)
+            w = saved.reshape(saved.shape[0], old.channels, self.patch**2)
+            return adapt_channels(w, self.channels, dim=1).reshape(saved.shape[0], -1)
+        if name == "proj.weight" and old.patch != self.patch:
+            raise ConfigError("tokenizer.patch", f"the encoder was pretrained with {old.patch}×{old.patch} patches; "
+                                                 f"its patch stem cannot be loaded at patch {self.patch} (not "
+                                                 "supported): keep the card's tokenizer.patch")
+        return super().adapt_weight(name, saved, saved_config)
 
     def card(self) -> dict[str, Any]:
         return {"patch": self.patch, "channels": self.channels,

@@ -68,6 +68,30 @@ class PointTokenizer(Tokenizer):
         """Each cloud centred at its centroid and scaled to the unit sphere, as in training."""
         return normalize_clouds(batch.float())
 
+    def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
+        """A pretrained encoder loaded with another ``tokenizer.features`` (``mpt.load_encoder(path,
+        tokenizer={"features": 3})``): the first layer ``first.0.weight`` ``[h/2, 3+F_old]`` becomes
+        ``[h/2, 3+F_new]``. The xyz columns are kept; the feature columns follow
+        :func:`mpt.pretrained.adapt_channels` (one = their sum; more repeat them cyclically, each copy
+        scaled so that repeated features give the same activation; fewer fold them together). From
+        ``F_old = 0`` the new feature columns start at zero (the encoder ignores the features until
+        fine-tuned, so it equals the xyz-only one). Dropping all features (``F_new = 0``) and changing
+        ``hidden`` are refused."""
+        old_f, new_f = saved_config.features, self.in_channels - 3
+        if name == "first.0.weight" and old_f != new_f and saved.shape[0] == self.config.hidden // 2:
+            if new_f == 0:
+                raise ConfigError("tokenizer.features", f"the encoder was pretrained with {old_f} per-point "
+                                                        "feature columns; loading it without them (features=0) is "
+                                                        "not supported: pass clouds with those columns")
+            if old_f == 0:
+                feats = saved.new_zeros(saved.shape[0], new_f)
+            else:
+                from mpt.pretrained import adapt_channels
+
+                feats = adapt_channels(saved[:, 3:], new_f, dim=1)
+            return torch.cat([saved[:, :3], feats], dim=1)
+        return super().adapt_weight(name, saved, saved_config)
+
     def card(self) -> dict[str, Any]:
         return {"num_groups": self.config.num_groups, "group_size": self.config.group_size,
                 "hidden": self.config.hidden, "in_channels": self.in_channels,

@@ -82,6 +82,32 @@ class SeriesTokenizer(Tokenizer):
         """``[B, n, patch]`` or ``[B, n, C, patch]`` → ``[B, n, dim]``."""
         return self.proj(patches.nan_to_num(0.0).flatten(2).to(self.proj.weight.dtype))
 
+    def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
+        """A pretrained ``channels: mixed`` encoder loaded with another ``tokenizer.num_channels``
+        (``mpt.load_encoder(path, tokenizer={"num_channels": 9})``): ``proj.weight``
+        ``[D, C_old·patch]`` (channel-major) becomes ``[D, C_new·patch]`` by
+        :func:`mpt.pretrained.adapt_channels` (one channel = the sum over the old ones; more channels
+        repeat the old ones cyclically, each copy scaled so that a series whose new channels repeat
+        the old ones — a constant one in particular — gives the same activation). The bias is
+        unchanged. ``independent`` encoders need no adaptation (any channel count works); changing
+        ``channels`` or ``patch`` is refused. (A longer ``max_len`` resamples the learned position
+        table in the core.)"""
+        old, cfg = saved_config, self.config
+        if old.channels != cfg.channels:
+            raise ConfigError("tokenizer.channels", f"the encoder was pretrained with channels: {old.channels}; "
+                                                    f"loading it as {cfg.channels} is not supported: keep the "
+                                                    "card's tokenizer.channels")
+        if old.patch != cfg.patch:
+            raise ConfigError("tokenizer.patch", f"the encoder was pretrained with patches of {old.patch} steps; "
+                                                 f"its embedding cannot be loaded at patch {cfg.patch} (not "
+                                                 "supported): keep the card's tokenizer.patch")
+        if name == "proj.weight" and self.mixed and cfg.num_channels and old.num_channels != cfg.num_channels:
+            from mpt.pretrained import adapt_channels
+
+            w = saved.reshape(saved.shape[0], old.num_channels, cfg.patch)
+            return adapt_channels(w, cfg.num_channels, dim=1).reshape(saved.shape[0], -1)
+        return super().adapt_weight(name, saved, saved_config)
+
     def card(self) -> dict[str, Any]:
         cfg = self.config
         return {"patch": cfg.patch, "stride": cfg.stride, "channels": cfg.channels,
