@@ -141,6 +141,125 @@ def info(path: Path = typer.Argument(..., help="An encoder/ folder or a run fold
     typer.echo(f"versions     {card['versions']}")
 
 
+class ProbeMethod(str, Enum):
+    linear = "linear"
+    knn = "knn"
+
+
+class Baseline(str, Enum):
+    none = "none"
+    random = "random"
+
+
+class Pool(str, Enum):
+    mean = "mean"
+    cls = "cls"
+
+
+class EmbedSplit(str, Enum):
+    probe = "probe"
+    test = "test"
+
+
+def echo_warnings(caught: list) -> None:  # noqa: ANN001 - warnings.WarningMessage
+    """Warnings recorded while a command ran, one ``warning:`` line each on stderr."""
+    for w in caught:
+        typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def probe(
+    encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
+    data: Path = typer.Option(..., "--data", help="Labelled training data: file or folder (split 'probe')."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Labelled eval data (split 'test'); "
+                                          "default: a grouped, stratified 20 % hold-out of --data."),
+    labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
+    method: ProbeMethod = typer.Option(ProbeMethod.linear, "--method", help="linear or knn."),
+    baseline: Baseline = typer.Option(Baseline.none, "--baseline", help="random: also probe a random-init twin."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens) or cls (the CLS token)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
+    set_: list[str] = typer.Option([], "--set", help="Override a data key: --set data.context=128 (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hold-out, the validation split and the twin."),
+    k: int = typer.Option(20, "--k", min=1, help="Neighbours of the knn probe."),
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON report here."),
+) -> None:
+    """Probe a frozen encoder: accuracy of a linear (or k-NN) classifier on its features."""
+    import json
+    import warnings
+
+    from mpt.errors import MptError
+    from mpt.probe import run_probe, summary
+
+    typer.echo(f"mpt probe: {encoder} on {data}" + (f" → {eval_data}" if eval_data else ""), err=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            report = run_probe(encoder, data, eval_data=eval_data, labels=labels, method=method.value,
+                               baseline=baseline.value, pool=pool.value, batch_size=batch_size, data_sets=set_,
+                               seed=seed, k=k)
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(report, indent=2) + "\n")
+        except MptError as exc:
+            echo_warnings(caught)
+            fail(str(exc))
+            return
+        except OSError as exc:
+            fail(f"{out}: cannot write the report ({exc})")
+            return
+    echo_warnings(caught)
+    for line in summary(report):
+        typer.echo(line)
+    typer.echo(f"report: {out}" if out is not None else "report: not written (add --out REPORT.json)")
+
+
+@app.command()
+def embed(
+    encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
+    data: Path = typer.Option(..., "--data", help="File or folder of data."),
+    out: Path = typer.Option(..., "--out", help="Output .npy (+ FILE.npy.sources.txt) or .parquet file."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens) or cls (the CLS token)."),
+    split: EmbedSplit = typer.Option(EmbedSplit.probe, "--split", help="probe (training files) or test "
+                                     "(held-out files, where the data has an official split)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
+    set_: list[str] = typer.Option([], "--set", help="Override a data key: --set data.context=128 (repeatable)."),
+) -> None:
+    """Write one embedding per sample of --data (frozen encoder, dataset order)."""
+    import warnings
+
+    from mpt.errors import MptError
+    from mpt.features import check_embed_target, check_pool, extract_features, open_dataset, write_embeddings
+    from mpt.pretrained import load_encoder, read_card
+    from mpt.probe import encoder_folder
+
+    path = encoder_folder(encoder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_embed_target(out)
+            card = read_card(path)
+            backbone = load_encoder(path)
+            check_pool(backbone, pool.value)
+            dataset, modality = open_dataset(card, data, split.value, set_)
+            feats = extract_features(backbone, dataset, batch_size=batch_size, pool=pool.value,
+                                     collate=modality.collate)
+            meta = {"encoder": str(path), "modality": card["modality"], "pool": pool.value,
+                    "split": split.value, "data": str(data)}
+            written = write_embeddings(feats, out, metadata=meta)
+        except MptError as exc:
+            echo_warnings(caught)
+            fail(str(exc))
+            return
+        except OSError as exc:
+            fail(f"{out}: cannot write ({exc})")
+            return
+    echo_warnings(caught)
+    n, d = feats.x.shape
+    typer.echo(f"wrote {n} × {d} float32 embeddings (pool {pool.value}) to {written[0]}")
+    if len(written) > 1:
+        typer.echo(f"sources: {written[1]}")
+
+
 plugin_app = typer.Typer(no_args_is_help=True, help="Tools for modality plugin authors.")
 app.add_typer(plugin_app, name="plugin")
 

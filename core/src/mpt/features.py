@@ -1,0 +1,387 @@
+"""Downstream features: a pretrained encoder run over a dataset, one vector per sample.
+
+:func:`open_dataset` reads files the way the encoder was trained to see them (the modality and data
+config of its card, ``--set data.key=value`` overrides), :func:`extract_features` runs the frozen
+encoder over them (eval mode, no gradient, no masking) and returns a :class:`Features`: the vectors,
+the class labels when the data carries them and each sample's ``source`` (file, ``file#series``).
+:func:`apply_manifest` takes the labels from a ``path,label`` CSV instead; :func:`write_embeddings`
+saves the vectors as ``.npy`` or ``.parquet`` (``mpt embed``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mpt.config import merge_layer, parse, parse_set
+from mpt.contract import Modality, Sample, SampleDataset
+from mpt.errors import ConfigError, DataError, MptError
+
+if TYPE_CHECKING:
+    from mpt.backbone import Backbone
+
+POOLS = ("mean", "cls")
+INDEX_SUFFIX = re.compile(r"#\d+$")  # "file.ts#3": series 3 of a file holding several
+_HEADER_PATH = ("path", "file", "filename", "source")
+_HEADER_LABEL = ("label", "class", "target", "y")
+
+
+@dataclass
+class Features:
+    """One feature vector per sample, in dataset order.
+
+    Attributes:
+        x: ``float32 [N, D]``.
+        labels: ``int [N]`` class indices into ``classes``, or None when not every sample has one.
+        sources: the ``Sample.source`` of each row (a file, ``file#series``; windows of one series
+            and repeats of one file share it).
+        classes: class names (``dataset.classes`` or the labels of a manifest).
+        unlabelled: how many samples had no label (for error messages; 0 when ``labels`` is set).
+    """
+
+    x: np.ndarray
+    labels: np.ndarray | None
+    sources: list[str]
+    classes: list[str] = field(default_factory=list)
+    unlabelled: int = 0
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> Features:
+        """The rows at ``index`` (same classes)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return Features(x=self.x[idx], labels=None if self.labels is None else self.labels[idx],
+                        sources=[self.sources[i] for i in idx.tolist()], classes=list(self.classes),
+                        unlabelled=self.unlabelled)
+
+
+def stack_collate(samples: list[Sample]) -> Tensor:
+    """``Modality.collate``'s default: the samples' inputs stacked."""
+    return torch.stack([s.input for s in samples])
+
+
+def check_pool(encoder: Backbone, pool: str) -> None:
+    """A ValueError for an unknown pool, an MptError for ``cls`` on an encoder without a CLS token."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if pool == "cls" and not encoder.encoder.num_prefix:
+        raise MptError("this encoder has no CLS token (its card says encoder.cls_token: false): "
+                       "use --pool mean")
+
+
+def pool_output(encoder: Backbone, batch: Tensor, pool: str = "mean") -> Tensor:
+    """``[B, D]`` features of a raw batch.
+
+    ``mean``: the mean over the valid (non-padding) tokens, CLS excluded — ``out.pooled`` when the
+    encoder has no CLS token; ``cls``: the CLS token's output (averaged over the rows of a sample when
+    a tokenizer folds channels into the batch), an error when the encoder has no CLS token.
+    """
+    check_pool(encoder, pool)
+    prefix = encoder.encoder.num_prefix
+    out = encoder(batch)
+    if pool == "cls" or not prefix:
+        return out.pooled  # the CLS token with a prefix, the mean over valid tokens without one
+    tok = encoder.tokenizer
+    tokens = tok.tokenize(tok.normalize(batch))  # parameter-free: only for the padding mask
+    if tokens.valid is None:
+        return out.tokens.mean(dim=1)
+    w = tokens.valid.reshape(out.tokens.shape[:2]).to(out.tokens.dtype).unsqueeze(-1)
+    return (out.tokens * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: int = 64, pool: str = "mean",
+                     collate: Callable[[list[Sample]], Tensor] | None = None, progress: bool = True,
+                     device: str | torch.device = "cpu") -> Features:
+    """Run ``encoder`` (moved to ``device``, in eval mode, without gradients or masking) over every
+    sample of ``dataset`` in order, ``batch_size`` at a time (progress bar on stderr).
+
+    ``collate`` is the modality's ``collate`` (default: stack the inputs). Labels come from
+    ``Sample.label`` and class names from ``dataset.classes``; ``labels`` is None unless every sample
+    has one. The encoder's train/eval mode is restored afterwards.
+    """
+    check_pool(encoder, pool)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    collate = collate or stack_collate
+    n = len(dataset)
+    if n == 0:
+        raise DataError("dataset", "no samples")
+    was_training = encoder.training
+    encoder.to(device).eval()
+    chunks: list[np.ndarray] = []
+    sources: list[str] = []
+    labels: list[int | None] = []
+    try:
+        with torch.no_grad(), tqdm(total=n, desc="features", unit="sample", file=sys.stderr,
+                                   disable=not progress, leave=False) as bar:
+            for start in range(0, n, batch_size):
+                samples = [dataset[i] for i in range(start, min(start + batch_size, n))]
+                batch = collate(samples).to(device)
+                chunks.append(pool_output(encoder, batch, pool).float().cpu().numpy())
+                sources += [s.source for s in samples]
+                labels += [s.label for s in samples]
+                bar.update(len(samples))
+    finally:
+        encoder.train(was_training)
+    x = np.concatenate(chunks).astype(np.float32, copy=False)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise MptError(f"the encoder gave non-finite features for {int(bad.sum())} of {n} samples "
+                       f"(e.g. {sources[int(np.argmax(bad))]})")
+    missing = sum(lb is None for lb in labels)
+    y = None if missing else np.asarray(labels, dtype=np.int64)
+    classes = [str(c) for c in getattr(dataset, "classes", None) or []]
+    if y is not None and (not classes or int(y.max()) >= len(classes)):
+        classes = [str(i) for i in range(int(y.max()) + 1)]
+    return Features(x=x, labels=y, sources=sources, classes=classes, unlabelled=missing)
+
+
+def data_config(card: dict[str, Any], modality: Modality, data_sets: Sequence[str] = ()) -> Any:
+    """The card's ``data`` section with ``data.key=value`` overrides, validated (errors name the key).
+
+    ``data.repeats`` (pretraining's epoch length) is reset to 1 unless an override sets it: features
+    are read once per file by default.
+    """
+    raw: dict[str, Any] = dict(card.get("data") or {})
+    user_keys: set[str] = set()
+    for assignment in data_sets:
+        layer = parse_set(assignment)
+        top = next(iter(layer))
+        if top != "data" or not isinstance(layer[top], dict):
+            raise ConfigError(assignment.split("=", 1)[0].strip(),
+                              "only data.* keys can be set here (e.g. --set data.context=128)")
+        user_keys |= set(layer["data"])
+        raw = merge_layer({"data": raw}, layer)["data"]
+    names = {f.name for f in dataclasses.fields(modality.data_config)}
+    if "repeats" in names and "repeats" not in user_keys:
+        raw["repeats"] = 1
+    stale = sorted(set(raw) - names - user_keys)
+    if stale:  # a card written by another version of the plugin
+        warnings.warn(f"ignoring data keys of the encoder card that this plugin does not know: {', '.join(stale)}",
+                      stacklevel=2)
+    known = {k: v for k, v in raw.items() if k not in stale}
+    return parse(modality.data_config, known, "data")
+
+
+def open_dataset(card: dict[str, Any], path: str | PathLike[str] | None, split: str,
+                 data_sets: Sequence[str] = ()) -> tuple[SampleDataset, Modality]:
+    """The dataset of ``path`` (a file or folder; None: the plugin's demo data) as the encoder of
+    ``card`` reads it: its modality, its training data config with ``data_sets`` overrides
+    (``"data.key=value"`` strings), split ``"probe"`` or ``"test"`` (or ``"train"``).
+
+    Returns the dataset and the modality (whose ``collate`` batches it).
+    """
+    from mpt.contract import SPLITS
+    from mpt.registry import get_modality
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    modality = get_modality(card["modality"])
+    cfg = data_config(card, modality, data_sets)
+    return modality.dataset(None if path is None else Path(path), split, cfg), modality
+
+
+# ----------------------------------------------------------------------------------------------
+# labels from a manifest
+
+
+def label_key(label: str) -> tuple[int, float | str]:
+    """Sort key of class labels: numeric labels in numeric order ("2" before "10"), then the others."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
+def read_manifest(path: str | PathLike[str]) -> dict[str, str]:
+    """``path,label`` rows of a CSV file (a ``path,label`` header row is optional; blank lines and
+    lines starting with ``#`` are skipped) → ``{path: label}``. A malformed row or a path listed
+    twice with different labels is a DataError naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "labels file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot read the labels file ({exc})") from None
+    out: dict[str, str] = {}
+    first = True
+    for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        cells = [c.strip() for c in row]
+        if first and len(cells) >= 2 and cells[0].lower() in _HEADER_PATH and cells[1].lower() in _HEADER_LABEL:
+            first = False
+            continue
+        first = False
+        if len(cells) != 2 or not cells[0] or not cells[1]:
+            raise DataError(path, f"line {line_no}: expected two columns 'path,label', got {row!r}")
+        key, label = cells
+        if out.get(key, label) != label:
+            raise DataError(path, f"line {line_no}: {key} is listed twice, as '{out[key]}' and '{label}'")
+        out[key] = label
+    if not out:
+        raise DataError(path, "no 'path,label' rows in the labels file")
+    return out
+
+
+class _Manifest:
+    """Lookup of a source in a manifest: exact path, path relative to the data root, resolved path,
+    then file name (a source's ``#index`` suffix may be dropped at each step)."""
+
+    def __init__(self, entries: dict[str, str], path: Path) -> None:
+        self.path = path
+        self.exact: dict[str, str] = {}
+        self.resolved: dict[str, str] = {}
+        self.names: dict[str, set[str]] = {}
+        for key, label in entries.items():
+            norm = os.path.normpath(key)
+            self.exact[norm] = label
+            self.resolved[_resolve(norm)] = label
+            self.names.setdefault(Path(norm).name, set()).add(label)
+
+    def label(self, source: str, root: Path | None) -> str:
+        candidates = [source]
+        base = INDEX_SUFFIX.sub("", source)
+        if base != source:
+            candidates.append(base)
+        for c in candidates:
+            norm = os.path.normpath(c)
+            if norm in self.exact:
+                return self.exact[norm]
+            if root is not None:
+                try:
+                    rel = os.path.normpath(Path(c).resolve().relative_to(root))
+                except ValueError:
+                    rel = ""
+                if rel in self.exact:
+                    return self.exact[rel]
+            resolved = _resolve(norm)
+            if resolved in self.resolved:
+                return self.resolved[resolved]
+        for c in candidates:
+            found = self.names.get(Path(c).name)
+            if found is None:
+                continue
+            if len(found) > 1:
+                raise DataError(self.path, f"{source} matches the file name {Path(c).name}, listed with several "
+                                           f"labels ({', '.join(sorted(found))}); list it by its path")
+            return next(iter(found))
+        raise DataError(self.path, f"no label for {source} (listed neither by its path, its path relative to the "
+                                   "data folder, nor its file name)")
+
+
+def _resolve(path: str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return path
+
+
+def apply_manifest(features: Features, manifest: str | PathLike[str],
+                   data_root: str | PathLike[str] | None = None) -> Features:
+    """``features`` with labels from the CSV ``manifest`` (see :func:`read_manifest`) instead of the data's.
+
+    Each sample's source is matched by exact path, by path relative to ``data_root`` (a file's
+    parent folder when ``data_root`` is a file), or by file name, ignoring a ``#index`` suffix when
+    the full source is not listed. Classes are all the manifest's labels, sorted (numbers in
+    numeric order), so the same manifest gives the same class indices on every dataset. A source
+    missing from the manifest is a DataError naming it and the manifest.
+    """
+    manifest = Path(manifest)
+    entries = read_manifest(manifest)
+    lookup = _Manifest(entries, manifest)
+    root = None
+    if data_root is not None:
+        root = Path(data_root).resolve()
+        if root.is_file():
+            root = root.parent
+    classes = sorted(set(entries.values()), key=label_key)
+    index = {c: i for i, c in enumerate(classes)}
+    cache: dict[str, int] = {}
+    labels = []
+    for s in features.sources:
+        if s not in cache:
+            cache[s] = index[lookup.label(s, root)]
+        labels.append(cache[s])
+    return dataclasses.replace(features, labels=np.asarray(labels, dtype=np.int64), classes=classes,
+                               unlabelled=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing embeddings
+
+
+EMBED_FORMATS = (".npy", ".parquet")
+
+
+def sources_path(out: str | PathLike[str]) -> Path:
+    """The sidecar of an ``.npy`` embedding file: ``FILE.sources.txt`` (``emb.npy.sources.txt``)."""
+    out = Path(out)
+    return out.with_name(out.name + ".sources.txt")
+
+
+def check_embed_target(out: str | PathLike[str]) -> None:
+    """Fail early (before any feature is computed) on an unsupported output format or a missing pyarrow."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in EMBED_FORMATS:
+        raise MptError(f"{out}: the output must end in .npy or .parquet, got '{Path(out).suffix}'")
+    if suffix == ".parquet":
+        _pyarrow()
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MptError("writing .parquet needs pyarrow: pip install pyarrow or write .npy") from None
+    return pa, pq
+
+
+def write_embeddings(features: Features, out: str | PathLike[str],
+                     metadata: dict[str, str] | None = None) -> list[Path]:
+    """Write ``features`` to ``out`` and return the files written.
+
+    ``.npy``: the ``float32 [N, D]`` matrix, plus ``FILE.sources.txt`` with one source per line in the
+    same order. ``.parquet``: one row per sample with columns ``source`` (string), ``label`` (the class
+    name, only when the data has labels) and ``embedding`` (a fixed-size list of D float32), with
+    ``metadata`` in the schema's key-value metadata.
+    """
+    check_embed_target(out)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if any("\n" in s or "\r" in s for s in features.sources):
+        warnings.warn("a source holds a line break; the sources sidecar will be misaligned", stacklevel=2)
+    if out.suffix.lower() == ".npy":
+        np.save(out, np.ascontiguousarray(features.x, dtype=np.float32))
+        side = sources_path(out)
+        side.write_text("".join(s + "\n" for s in features.sources), encoding="utf-8")
+        return [out, side]
+    pa, pq = _pyarrow()
+    n, d = features.x.shape
+    flat = pa.array(np.ascontiguousarray(features.x, dtype=np.float32).reshape(-1))
+    columns = {"source": pa.array(features.sources, type=pa.string())}
+    if features.labels is not None:
+        columns["label"] = pa.array([features.classes[i] for i in features.labels.tolist()], type=pa.string())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, d) if d else pa.nulls(n)
+    table = pa.table(columns)
+    if metadata:
+        table = table.replace_schema_metadata({str(k): str(v) for k, v in metadata.items()})
+    pq.write_table(table, out)
+    return [out]

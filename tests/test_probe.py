@@ -1,0 +1,269 @@
+"""mpt.probe (linear / k-NN probes, metrics, the grouped stratified hold-out), label manifests, and
+`mpt probe` end to end on tiny time-series encoders and generated labelled series."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _mpt_helpers import invoke
+from mpt.errors import DataError
+from mpt.features import Features, apply_manifest, read_manifest
+from mpt.probe import accuracy, balanced_accuracy, knn_probe, linear_probe, stratified_split
+from test_cli_pretrain import assert_clean_error
+from test_embed import make_encoder, write_series_folder
+
+# ----------------------------------------------------------------------------------------------
+# metrics and probes on synthetic features
+
+
+def blobs(n: int, d: int, k: int, spread: float, seed: int, noise_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples of ``k`` Gaussian classes (centres drawn from ``seed``, unit noise from ``noise_seed``)."""
+    centres = np.random.default_rng(seed).normal(size=(k, d)) * spread
+    y = np.arange(n) % k
+    noise = np.random.default_rng([seed, noise_seed]).normal(size=(n, d))
+    return (centres[y] + noise).astype(np.float32), y
+
+
+def test_balanced_accuracy_by_hand() -> None:
+    y_true = [0, 0, 0, 0, 1, 1]
+    y_pred = [0, 0, 0, 1, 1, 0]
+    assert accuracy(y_true, y_pred) == pytest.approx(4 / 6)
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx((3 / 4 + 1 / 2) / 2)
+    # a class only predicted (2) is not averaged over; a class never predicted right counts as 0
+    assert balanced_accuracy([0, 0, 1, 3], [2, 0, 1, 1]) == pytest.approx((1 / 2 + 1 + 0) / 3)
+    with pytest.raises(ValueError, match="3 labels but 2 predictions"):
+        accuracy([0, 1, 1], [0, 1])
+
+
+def test_linear_probe_separates_blobs_and_agrees_with_knn() -> None:
+    x, y = blobs(300, 20, 3, spread=1.5, seed=0)
+    xe, ye = blobs(300, 20, 3, spread=1.5, seed=0, noise_seed=1)  # same classes, fresh samples
+    lin = linear_probe(x, y, xe, ye, seed=0)
+    knn = knn_probe(x, y, xe, k=20)
+    assert accuracy(ye, lin.predictions) >= 0.95
+    assert lin.accuracy == accuracy(ye, lin.predictions)
+    assert accuracy(ye, knn.predictions) >= 0.9
+    assert (lin.predictions == knn.predictions).mean() >= 0.9
+    assert lin.regularization in lin.validation and len(lin.validation) == 6
+
+
+def test_probes_are_at_chance_on_random_labels() -> None:
+    rng = np.random.default_rng(1)
+    x, xe = rng.normal(size=(400, 20)), rng.normal(size=(400, 20))
+    y, ye = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    assert accuracy(ye, linear_probe(x, y, xe, seed=0).predictions) <= 0.6
+    assert accuracy(ye, knn_probe(x, y, xe).predictions) <= 0.6
+
+
+def test_probes_keep_the_label_values_and_cap_k() -> None:
+    x, y = blobs(30, 5, 2, spread=4, seed=2)
+    labels = np.where(y == 0, 3, 7)  # non-contiguous class indices come back as given
+    assert set(linear_probe(x, labels, x).predictions.tolist()) <= {3, 7}
+    pred = knn_probe(x[:6], labels[:6], x, k=100).predictions  # k capped at the 6 training samples
+    assert set(pred.tolist()) <= {3, 7}
+
+
+def test_sweep_picks_strong_regularisation_on_noise_and_weak_on_plenty() -> None:
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        # high-dimensional, few samples, labels independent of the features: only shrinkage helps
+        x, y = rng.normal(size=(40, 300)), np.arange(40) % 2
+        assert linear_probe(x, y, x[:2], seed=seed).regularization >= 1.0, seed
+        # low-dimensional overlapping classes and plenty of samples: not the strongest value
+        xb, yb = blobs(600, 5, 3, spread=1.5, seed=seed)
+        assert linear_probe(xb, yb, xb[:2], seed=seed).regularization < 10.0, seed
+
+
+# ----------------------------------------------------------------------------------------------
+# the grouped, stratified hold-out
+
+
+def grouped_labels(seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """3 classes of 5, 10 and 20 sources, each source 1-6 samples (windows of a series)."""
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for c, n_sources in enumerate((5, 10, 20)):
+        for s in range(n_sources):
+            size = int(rng.integers(1, 7))
+            labels += [c] * size
+            groups += [f"c{c}/file{s}.ts"] * size
+    order = rng.permutation(len(labels))  # interleaved, as windows of many files would not be
+    return np.asarray(labels)[order], [groups[i] for i in order]
+
+
+def test_stratified_split_is_grouped_stratified_and_seeded() -> None:
+    y, groups = grouped_labels()
+    tr, ev = stratified_split(y, groups, 0.2, seed=0)
+    assert sorted(np.concatenate([tr, ev]).tolist()) == list(range(len(y)))
+    assert not {groups[i] for i in tr} & {groups[i] for i in ev}, "a source on both sides"
+    for c in range(3):
+        share = np.isin(ev, np.flatnonzero(y == c)).sum() / (y == c).sum()
+        assert 0.05 <= share <= 0.4, (c, share)  # every class held out, near 20 % of its samples
+    again = stratified_split(y, groups, 0.2, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((tr, ev), again, strict=True))
+    assert not np.array_equal(ev, stratified_split(y, groups, 0.2, seed=1)[1])
+
+
+def test_stratified_split_small_classes() -> None:
+    # class 0: two sources (one goes to eval), class 1: a single source (stays in training)
+    y = np.array([0, 0, 0, 1, 1])
+    groups = ["a", "a", "b", "c", "c"]
+    tr, ev = stratified_split(y, groups, 0.2, seed=0)
+    assert set(y[ev].tolist()) == {0} and set(y[tr].tolist()) == {0, 1}
+    assert len({groups[i] for i in ev}) == 1
+    # no groups: every sample its own group
+    tr, ev = stratified_split(np.arange(20) % 2, None, 0.5, seed=3)
+    assert len(ev) == 10 and (np.arange(20)[ev] % 2).sum() == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# label manifests
+
+
+def test_manifest_matches_paths_relative_paths_names_and_series(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    sources = [str(data / "a.npy"), str(data / "sub" / "b.npy"), str(data / "c.npy"),
+               f"{data / 'multi.npy'}#0", f"{data / 'multi.npy'}#1", f"{data / 'multi.npy'}#2"]
+    feats = Features(x=np.zeros((6, 2), np.float32), labels=None, sources=sources, classes=[], unlabelled=6)
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"path,label\n{data / 'a.npy'},10\nsub/b.npy,2\nc.npy,cat\nmulti.npy,2\n"
+                   f'"{data / "multi.npy"}#1",10\n')
+    out = apply_manifest(feats, csv, data)
+    assert out.classes == ["2", "10", "cat"]  # numbers in numeric order, then names
+    # exact path, relative to the data root, file name, file of a series, and one series listed alone
+    assert [out.classes[i] for i in out.labels.tolist()] == ["10", "2", "cat", "2", "10", "2"]
+    no_header = tmp_path / "no_header.csv"  # the header row is optional
+    no_header.write_text(csv.read_text().split("\n", 1)[1])
+    assert read_manifest(no_header) == read_manifest(csv) and len(read_manifest(csv)) == 5
+
+
+def test_manifest_errors_name_the_source_and_the_file(tmp_path: Path) -> None:
+    feats = Features(x=np.zeros((2, 2), np.float32), labels=None, sources=["/d/x.npy", "/d/y.npy#4"])
+    csv = tmp_path / "labels.csv"
+    csv.write_text("x.npy,a\n")
+    with pytest.raises(DataError, match=r"labels\.csv: no label for /d/y\.npy#4"):
+        apply_manifest(feats, csv, "/d")
+    csv.write_text("x.npy,a\nx.npy,b\n")
+    with pytest.raises(DataError, match="line 2: x.npy is listed twice"):
+        apply_manifest(feats, csv)
+    csv.write_text("one/x.npy,a\ntwo/x.npy,b\ny.npy,a\n")
+    with pytest.raises(DataError, match="several labels"):
+        apply_manifest(feats, csv)
+    csv.write_text("x.npy\n")
+    with pytest.raises(DataError, match="line 1: expected two columns"):
+        apply_manifest(feats, csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# mpt probe end to end
+
+
+def write_ts(path: Path, per_class: int, seed: int, classes: str = "abc", length: int = 40) -> int:
+    """A univariate UCR .ts file: class c is a noisy sine of frequency c + 1; returns the series count."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    lines = ["@problemName toy", "@univariate true", f"@classLabel true {' '.join(classes)}", "@data"]
+    for i in range(per_class * len(classes)):
+        c = i % len(classes)
+        x = np.sin(2 * np.pi * t * (c + 1) / 20 + rng.uniform(0, 6)) + 0.2 * rng.normal(size=length)
+        lines.append(",".join(f"{v:.4f}" for v in x) + f":{classes[c]}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return per_class * len(classes)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("probe")
+    write_ts(root / "ucr" / "Toy_TRAIN.ts", 12, seed=0)
+    write_ts(root / "ucr" / "Toy_TEST.ts", 6, seed=1)
+    return {"root": root, "encoder": make_encoder(root / "enc"), "ucr": root / "ucr"}
+
+
+def run_report(tmp_path: Path, *args: object) -> tuple[dict, str]:
+    out = tmp_path / "report.json"
+    result = invoke("probe", *args, "--out", out)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_probe_holdout_with_random_baseline(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    report, stdout = run_report(tmp_path, setup["encoder"], "--data", setup["ucr"], "--baseline", "random")
+    for key in ("accuracy", "balanced_accuracy", "n_train", "n_eval", "method", "baseline", "num_classes",
+                "classes", "chance", "regularization", "pool", "encoder", "data", "eval_data"):
+        assert key in report, key
+    assert report["n_train"] + report["n_eval"] == 36  # the _TRAIN file's 36 series, one window each
+    assert report["n_eval"] == 3 * 2  # 20 % of 12 per class, grouped and stratified
+    assert report["holdout"]["eval_groups"] == 6 and report["eval_data"] is None
+    assert report["classes"] == ["a", "b", "c"] and report["num_classes"] == 3
+    assert report["chance"]["uniform"] == pytest.approx(1 / 3)
+    assert report["method"] == "linear" and report["regularization"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    assert report["encoder"] == str(setup["encoder"]) and report["pool"] == "mean"
+    base = report["baseline"]
+    assert base["kind"] == "random-init" and base["n_train"] == report["n_train"] and base["n_eval"] == report["n_eval"]
+    for r in (report, base):
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["balanced_accuracy"] <= 1
+    assert "random init" in stdout and "gap" in stdout and "balanced" in stdout
+    assert f"{100 * report['accuracy']:.2f}%" in stdout
+
+
+def test_probe_uses_eval_data_and_knn(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    # the same folder twice: split "probe" reads Toy_TRAIN.ts, split "test" reads Toy_TEST.ts
+    report, stdout = run_report(tmp_path, setup["encoder"], "--data", setup["ucr"], "--eval-data", setup["ucr"],
+                                "--method", "knn", "--pool", "mean")
+    assert (report["n_train"], report["n_eval"]) == (36, 18)
+    assert report["eval_data"] == str(setup["ucr"]) and report["holdout"] is None
+    assert report["method"] == "knn" and report["regularization"] is None and report["baseline"] is None
+    assert "knn" in stdout and "random init" not in stdout
+
+
+def test_probe_with_a_labels_csv(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    files = write_series_folder(data, n=12)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\n" + "".join(f"{f.relative_to(data)},{'odd' if i % 2 else 'even'}\n"
+                                            for i, f in enumerate(files)))
+    report, _ = run_report(tmp_path, setup["encoder"], "--data", data, "--labels", csv, "--method", "knn")
+    assert report["classes"] == ["even", "odd"] and report["n_train"] + report["n_eval"] == 12
+    assert report["labels"] == str(csv)
+    csv.write_text("".join(f"{f.name},x{i % 2}\n" for i, f in enumerate(files[:-1])))
+    assert_clean_error(invoke("probe", setup["encoder"], "--data", data, "--labels", csv),
+                       str(files[-1]), str(csv), "no label for")
+
+
+def test_probe_errors(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    enc = setup["encoder"]
+    plain = tmp_path / "plain"
+    write_series_folder(plain, n=6)
+    assert_clean_error(invoke("probe", enc, "--data", plain), str(plain), "the data carries no class labels",
+                       "--labels CSV", f"{plain}/<class>/")
+    assert_clean_error(invoke("probe", enc, "--data", setup["ucr"], "--eval-data", plain), str(plain),
+                       "the data carries no class labels")
+    one = tmp_path / "one" / "One_TRAIN.ts"
+    write_ts(one, 8, seed=2, classes="a")
+    assert_clean_error(invoke("probe", enc, "--data", one), "at least two classes", "'a'")
+    assert_clean_error(invoke("probe", tmp_path, "--data", setup["ucr"]), "not an mpt encoder", "config.json")
+    assert_clean_error(invoke("probe", enc, "--data", setup["ucr"], "--pool", "cls"), "no CLS token")
+    assert_clean_error(invoke("probe", enc, "--data", setup["ucr"], "--set", "data.context=abc"),
+                       "data.context", "expected an integer")
+    single = tmp_path / "single.ts"  # every class in one series: nothing to hold out
+    write_ts(single, 1, seed=3, length=200)
+    assert_clean_error(invoke("probe", enc, "--data", single), "--eval-data")
+
+
+def test_probe_warns_about_eval_classes_unseen_in_training(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    write_ts(tmp_path / "train.ts", 8, seed=4, classes="ab")
+    write_ts(tmp_path / "test.ts", 4, seed=5, classes="abc")
+    out = tmp_path / "r.json"
+    result = invoke("probe", setup["encoder"], "--data", tmp_path / "train.ts", "--eval-data", tmp_path / "test.ts",
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "warning: eval classes not in the training data: c" in result.stderr
+    report = json.loads(out.read_text())
+    assert report["unseen_eval_classes"] == ["c"] and report["classes"] == ["a", "b", "c"]
+    assert report["n_eval"] == 12 and report["accuracy"] <= 8 / 12  # the 4 'c' series can never be right
