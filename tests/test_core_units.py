@@ -542,3 +542,13 @@ def test_patch_target_ignores_missing_values() -> None:
     assert PatchTarget(normalize=False).loss(pred, holes).item() == pytest.approx(raw, rel=1e-6)
     # all-missing prediction set: zero loss, not NaN
     assert PatchTarget().loss(pred[:, :1], torch.full((2, 1, 8), float("nan"))).item() == 0.0
+
+
+def test_learned_position_tables_get_no_weight_decay() -> None:
+    from mpt.pos_embed import LearnedPosEmbed
+
+    backbone = toy_backbone()
+    backbone.tokenizer.pos = LearnedPosEmbed((8,), D)
+    decay, no_decay = param_groups(backbone, 0.05)
+    assert any(p is backbone.tokenizer.pos.table for p in no_decay["params"])
+    assert not any(p is backbone.tokenizer.pos.table for p in decay["params"])

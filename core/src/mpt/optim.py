@@ -10,6 +10,7 @@ from torch import nn
 from mpt.config import OptimConfig
 
 NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")
+NO_DECAY_SUFFIXES = (".pos.table",)  # learned position tables (mpt.pos_embed.LearnedPosEmbed)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -20,7 +21,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+        skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES or name.endswith(NO_DECAY_SUFFIXES)
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
