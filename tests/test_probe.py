@@ -267,3 +267,35 @@ def test_probe_warns_about_eval_classes_unseen_in_training(setup, tmp_path: Path
     report = json.loads(out.read_text())
     assert report["unseen_eval_classes"] == ["c"] and report["classes"] == ["a", "b", "c"]
     assert report["n_eval"] == 12 and report["accuracy"] <= 8 / 12  # the 4 'c' series can never be right
+
+
+def test_random_twin_batch_norms_are_recalibrated_on_the_probe_inputs(tmp_path) -> None:  # noqa: ANN001
+    """A random twin must not lose to pretraining on normalisation statistics alone."""
+    import numpy as np
+    import torch
+
+    from mpt.backbone import build_backbone
+    from mpt.config import ModelConfig
+    from mpt.probe import recalibrate_batch_norms
+    from mpt.registry import get_modality
+    from mpt_pointcloud.config import PointCloudDataConfig, PointCloudTokenizerConfig
+
+    for i in range(3):
+        np.save(tmp_path / f"{i}.npy", (np.random.default_rng(i).random((200, 3)) * 5 + 2).astype(np.float32))
+    modality = get_modality("pointcloud")
+    data = modality.dataset(tmp_path, "probe", PointCloudDataConfig(num_points=64, cache_points=200))
+    torch.manual_seed(0)
+    twin = build_backbone(modality, PointCloudTokenizerConfig(num_groups=8, group_size=8, hidden=16),
+                          ModelConfig(dim=16, depth=1, heads=2)).eval()
+    bn = twin.tokenizer.first[1]
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    batch = modality.collate([data[i] for i in range(len(data))])
+    assert recalibrate_batch_norms(twin, data, modality.collate, batch_size=1)
+    assert not twin.training and not bn.training
+    with torch.no_grad():  # the statistics are those of the whole probe set (cumulative average)
+        x = twin.tokenizer.tokenize(twin.tokenizer.normalize(batch)).patches.reshape(-1, 3)
+        pre = twin.tokenizer.first[0](x)
+    torch.testing.assert_close(bn.running_mean, pre.mean(0), atol=1e-4, rtol=1e-4)
+    ts = build_backbone(get_modality("timeseries"), get_modality("timeseries").tokenizer_config(),
+                        ModelConfig(dim=16, depth=1, heads=2))
+    assert not recalibrate_batch_norms(ts, data, modality.collate)

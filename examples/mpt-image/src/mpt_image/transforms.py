@@ -53,7 +53,7 @@ def crop_resize(pixels: np.ndarray, box: Box, size: int) -> Tensor:
     """``pixels[:, box]`` (uint8 or float ``[C, H, W]``) → float32 ``[C, size, size]`` in [0, 1]
     (bicubic with antialiasing, as torchvision's tensor path with ``antialias=True``)."""
     top, left, h, w = box
-    crop = torch.from_numpy(np.ascontiguousarray(pixels[:, top : top + h, left : left + w]))
+    crop = torch.from_numpy(np.array(pixels[:, top : top + h, left : left + w]))  # a writable copy
     x = crop.float() / 255.0 if crop.dtype == torch.uint8 else crop.float()
     if (h, w) != (size, size):
         x = F.interpolate(x[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]

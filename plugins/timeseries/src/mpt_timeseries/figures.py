@@ -68,6 +68,6 @@ def _reconstruction(figure: Figure, tok: SeriesTokenizer, raw: torch.Tensor) -> 
     rec = figure.reconstruction[:rows].detach().float().cpu()  # [rows, Np, patch] or [1, Np, C, patch]
     full = torch.full((rows, n, *rec.shape[2:]), float("nan"))
     full.scatter_(1, figure.mask.pred[:rows].cpu().reshape(rows, -1, *([1] * (rec.ndim - 2))).expand_as(rec), rec)
-    patches = full.reshape(c, n, cfg.patch) if rows > 1 else full[0].permute(1, 0, 2)  # [C, N, patch]
+    patches = full[0].permute(1, 0, 2) if tok.mixed else full.reshape(c, n, cfg.patch)  # [C, N, patch]
     series = unpatchify(patches[None], cfg.stride, t)  # [1, C, T], normalised
     return tok.denormalize(series, tok.stats(raw))[0]
