@@ -7,6 +7,13 @@ on stdout per measurement (DESIGN.md §7) and nothing else; progress goes to std
 
     python benchmarks/pretrain_throughput.py --modality pointcloud
     python benchmarks/pretrain_throughput.py --modality pointcloud --recipe point-mae --precision no
+    python benchmarks/pretrain_throughput.py --modality timeseries --recipe patchtst \
+        --set tokenizer.patch=16 --set tokenizer.stride=16 --batch 32 --against hf
+
+``--against hf`` also trains the Hugging Face ``transformers`` model of the same config
+(``benchmarks/hf_reference.py``; transformers is a benchmark-only dependency) in the same process,
+alternating steps with the mpt run on the same batch with the same optimizer and autocast, and
+prints a line per implementation plus ``{"ratio": mpt samples/s / hf samples/s, ...}``.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one training step, with
 formulas registered here for the CPU SDPA kernels, which torch counts as zero. See README.md.
@@ -25,7 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +206,29 @@ def peak_rss_mib() -> float:
     return rss / 2**20 if platform.system() == "Darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
+def _vm_hwm_mib() -> float | None:
+    """VmHWM (the RSS high-water mark) of this process in MiB, from /proc/self/status (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the RSS high-water mark to the current RSS (Linux: ``5`` into /proc/self/clear_refs), so
+    that :func:`_vm_hwm_mib` then reports the peak since the reset; False where that is unavailable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _vm_hwm_mib() is not None
+
+
 def cpu_capability(device: torch.device) -> str:
     """The CPU's SIMD level as torch dispatches it (``AVX2``, ``AVX512``), with ``+AVX512_BF16`` /
     ``+AMX`` when present (native bf16 GEMMs); or the GPU's name."""
@@ -274,6 +304,32 @@ def build_run(modality: Any, cfg: Any, batch: torch.Tensor, device: torch.device
     return Run(cfg, objective, optimizer, masker, objective.backbone.tokenizer, batch.to(device), params)
 
 
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Accelerate's mixed precision: autocast (bf16/fp16) around the model's forward only."""
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+    return contextlib.nullcontext()
+
+
+def backward_and_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                        clip: float | None, scaler: torch.amp.GradScaler | None = None) -> None:
+    """The trainer's update: backward (scaled for fp16), optional grad-norm clip, AdamW step, zero grads."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if clip:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_step(run: Run, step: int, precision: str, device: torch.device,
                scaler: torch.amp.GradScaler | None = None) -> tuple[float, float, float]:
     """One training step as ``mpt.trainer.pretrain`` runs it; returns (tokenize s, step s, loss)."""
@@ -290,25 +346,9 @@ def train_step(run: Run, step: int, precision: str, device: torch.device,
     sync(device)
     t_tok = time.perf_counter() - t0
     mask = run.masker(tokens, torch.Generator().manual_seed(seed))  # a fresh mask every step
-    autocast = (torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision]) if precision in AUTOCAST_DTYPES
-                else contextlib.nullcontext())
-    with autocast:  # Accelerate's mixed precision: autocast around the model's forward only
+    with autocast_for(precision, device):  # Accelerate's mixed precision: autocast around the forward only
         loss = run.objective(tokens, mask).loss
-    if scaler is not None:
-        scaler.scale(loss).backward()
-    else:
-        loss.backward()
-    clip = run.cfg.optim.grad_clip
-    if clip:
-        if scaler is not None:
-            scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.objective.parameters(), clip)
-    if scaler is not None:
-        scaler.step(run.optimizer)
-        scaler.update()
-    else:
-        run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
+    backward_and_update(loss, run.optimizer, run.objective, run.cfg.optim.grad_clip, scaler)
     if isinstance(run.objective, JEPA):
         # the teacher's EMA update is part of a JEPA step (momentum value irrelevant to timing)
         run.objective.update_teacher(ema_momentum(step, 1000, *run.cfg.jepa.ema))
@@ -316,44 +356,126 @@ def train_step(run: Run, step: int, precision: str, device: torch.device,
     return t_tok, time.perf_counter() - t0, float(loss.detach())
 
 
-def measure(modality: Any, cfg: Any, batch: torch.Tensor, precision: str, args: argparse.Namespace,
-            device: torch.device, cpu_load: float) -> dict[str, Any]:
-    """Warm-up, FLOP count and timed steps for one precision → one JSON record."""
+def reference_step(ref: Any, cfg: Any, step: int, precision: str, device: torch.device,
+                   scaler: torch.amp.GradScaler | None = None) -> tuple[None, float, float]:
+    """One training step of a reference implementation (``hf_reference.Reference``): its forward
+    (tokenization and masking happen inside) under the same autocast, then the same update.
+    Returns (None: no separate tokenize time, step s, loss)."""
+    from mpt.trainer import step_seed
+
+    torch.manual_seed(step_seed(cfg.train.seed, step, 0, 0))  # its mask comes from the global RNG
+    sync(device)
+    t0 = time.perf_counter()
+    with autocast_for(precision, device):
+        loss = ref.forward()
+    backward_and_update(loss, ref.optimizer, ref.model, cfg.optim.grad_clip, scaler)
+    sync(device)
+    return None, time.perf_counter() - t0, float(loss.detach())
+
+
+@dataclass
+class Impl:
+    """One implementation measured by :func:`measure`: ``step(i)`` runs training step ``i`` and
+    returns (tokenize s or None, step s, loss); ``fields`` are extra fields of its record."""
+
+    name: str
+    step: Callable[[int], tuple[float | None, float, float]]
+    params: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def mpt_impl(modality: Any, cfg: Any, batch: torch.Tensor, precision: str, device: torch.device) -> Impl:
+    """The mpt run (fresh, seeded) as an :class:`Impl`."""
+    run = build_run(modality, cfg, batch, device)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return Impl("mpt", lambda i: train_step(run, i, precision, device, scaler), run.params)
+
+
+def reference_impl(ref: Any, cfg: Any, precision: str, device: torch.device) -> Impl:
+    """A built ``hf_reference.Reference`` as an :class:`Impl`."""
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    fields = {"reference": ref.name, **ref.versions, "config": ref.config, "hf_defaults_kept": ref.kept_defaults}
+    return Impl(ref.impl, lambda i: reference_step(ref, cfg, i, precision, device, scaler), ref.params, fields)
+
+
+def measure(impls: Sequence[Impl], cfg: Any, precision: str, args: argparse.Namespace,
+            device: torch.device, cpu_load: float) -> list[dict[str, Any]]:
+    """Warm-up, FLOP count and timed steps of one precision → one JSON record per implementation.
+
+    With several implementations every phase alternates between them step by step (impl 1 step i,
+    impl 2 step i, impl 1 step i+1, …) so that machine noise hits all alike, and each one's peak RSS
+    is the high-water mark during its own timed steps (reset before each step where Linux allows).
+    """
     caps = cpu_capability(device)
     from mpt.trainer import cpu_has_native_bf16
 
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
         log(f"warning: this CPU ({caps}) has no native bf16 GEMMs; bf16 is emulated and slow here")
-    run = build_run(modality, cfg, batch, device)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     step = 0
-    log(f"{precision}: counting FLOPs of one step")
-    flops, per_op = count_flops(lambda: train_step(run, step, precision, device, scaler))
-    attention = sum(v for k, v in per_op.items() if "attention" in k)
-    log(f"{precision}: {flops / 1e9:.3f} GFLOP/step ({attention / max(flops, 1):.1%} attention)")
+    flops: dict[str, tuple[int, int]] = {}
+    for impl in impls:
+        log(f"{precision}: counting FLOPs of one {impl.name} step")
+        total, per_op = count_flops(lambda impl=impl: impl.step(step))
+        attention = sum(v for k, v in per_op.items() if "attention" in k)
+        flops[impl.name] = total, attention
+        log(f"{precision}: {impl.name} {total / 1e9:.3f} GFLOP/step ({attention / max(total, 1):.1%} attention)")
     step += 1
     for _ in range(args.warmup):
-        train_step(run, step, precision, device, scaler)
+        for impl in impls:
+            impl.step(step)
         step += 1
     peak, gemm_n = gemm_peak(GEMM_DTYPES[precision], args.gemm_size, device=device)
     peak_fp32 = peak if precision == "no" else gemm_peak(torch.float32, args.gemm_size, device=device)[0]
     log(f"{precision}: GEMM peak {peak:.1f} GFLOP/s ({GEMM_DTYPES[precision]}, n={gemm_n}), "
-        f"fp32 {peak_fp32:.1f}; timing {args.steps} steps")
-    times, shares, loss = [], [], float("nan")
+        f"fp32 {peak_fp32:.1f}; timing {args.steps} steps" + (" per implementation, alternating" if len(impls) > 1
+                                                             else ""))
+    per_step_rss = len(impls) > 1 and reset_peak_rss()
+    process_rss = peak_rss_mib()
+    times: dict[str, list[float]] = {impl.name: [] for impl in impls}
+    shares: dict[str, list[float]] = {impl.name: [] for impl in impls}
+    rss: dict[str, float] = {impl.name: 0.0 for impl in impls}
+    loss: dict[str, float] = {impl.name: float("nan") for impl in impls}
     for _ in range(args.steps):
-        t_tok, t_step, loss = train_step(run, step, precision, device, scaler)
-        times.append(t_step)
-        shares.append(t_tok / t_step)
+        for impl in impls:
+            if per_step_rss:
+                reset_peak_rss()
+            t_tok, t_step, loss[impl.name] = impl.step(step)
+            if per_step_rss:
+                rss[impl.name] = max(rss[impl.name], _vm_hwm_mib() or 0.0)
+            times[impl.name].append(t_step)
+            if t_tok is not None:
+                shares[impl.name].append(t_tok / t_step)
         step += 1
+    process_rss = max(process_rss, *rss.values())
+    records = []
+    for impl in impls:
+        total, attention = flops[impl.name]
+        record = make_record(impl, cfg, precision, args, device, times[impl.name], shares[impl.name], total,
+                             attention, peak, peak_fp32, gemm_n, caps, cpu_load, loss[impl.name])
+        if len(impls) > 1:
+            record["peak_rss_mib"] = rss[impl.name] if per_step_rss else process_rss
+            record["peak_rss_scope"] = ("this implementation's timed steps (VmHWM reset before each step; "
+                                        "both models resident)" if per_step_rss else
+                                        "process high-water mark (all implementations)")
+            record["process_peak_rss_mib"] = process_rss
+        records.append(record)
+    return records
+
+
+def make_record(impl: Impl, cfg: Any, precision: str, args: argparse.Namespace, device: torch.device,
+                times: Sequence[float], shares: Sequence[float], flops: int, attention: int, peak: float,
+                peak_fp32: float, gemm_n: int, caps: str, cpu_load: float, loss: float) -> dict[str, Any]:
+    """The JSON record of one implementation's timed steps (DESIGN.md §7)."""
     s = statistics.median(times)
     record: dict[str, Any] = {
-        "bench": BENCH, "modality": cfg.modality, "impl": "mpt", "recipe": cfg.recipe,
+        "bench": BENCH, "modality": cfg.modality, "impl": impl.name, "recipe": cfg.recipe,
         "objective": cfg.objective, "precision": precision, "batch": cfg.train.batch_size,
         "s_per_step": s, "s_per_step_min": min(times), "s_per_step_max": max(times),
         "samples_per_s": cfg.train.batch_size / s, "flops_per_step": float(flops),
         "gemm_peak_gflops": peak, "mfu": flops / s / (peak * 1e9),
         "peak_rss_mib": peak_rss_mib(), "threads": torch.get_num_threads(), "torch": str(torch.__version__),
-        "tokenize_share": statistics.median(shares), "params": run.params, "cpu_load": cpu_load,
+        "tokenize_share": statistics.median(shares) if shares else None, "params": impl.params,
+        "cpu_load": cpu_load,
         # extras
         "gemm_peak_gflops_fp32": peak_fp32, "mfu_fp32": flops / s / (peak_fp32 * 1e9),
         "attention_flops_share": attention / flops if flops else 0.0,
@@ -363,7 +485,26 @@ def measure(modality: Any, cfg: Any, batch: torch.Tensor, precision: str, args: 
     }
     if device.type == "cuda":
         record["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    record.update(impl.fields)
     return record
+
+
+def comparison(records: Sequence[dict[str, Any]], against: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The ratio line of one precision: ``mpt samples/s / other samples/s`` (> 1: mpt is faster)."""
+    mine = next(r for r in records if r["impl"] == "mpt")
+    other = next(r for r in records if r["impl"] == against)
+    return {
+        "bench": BENCH, "modality": mine["modality"], "precision": mine["precision"],
+        "ratio": mine["samples_per_s"] / other["samples_per_s"], "against": against,
+        "recipe": mine["recipe"], "objective": mine["objective"], "batch": mine["batch"],
+        "mpt_s_per_step": mine["s_per_step"], f"{against}_s_per_step": other["s_per_step"],
+        "mpt_samples_per_s": mine["samples_per_s"], f"{against}_samples_per_s": other["samples_per_s"],
+        "ratio_of_fastest_steps": other["s_per_step_min"] / mine["s_per_step_min"],
+        "flops_ratio": mine["flops_per_step"] / other["flops_per_step"] if other["flops_per_step"] else None,
+        "mpt_mfu": mine["mfu"], f"{against}_mfu": other["mfu"],
+        "threads": mine["threads"], "torch": mine["torch"], "cpu_load": mine["cpu_load"],
+        "cpu_load_end": load_avg(), "steps": mine["steps"], "warmup": mine["warmup"], **extra,
+    }
 
 
 # --------------------------------------------------------------------------- CLI
@@ -401,7 +542,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="training data (default: the demo data)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--gemm-size", type=int, default=2048, help="n of the n×n×n GEMM peak measurement")
+    p.add_argument("--against", choices=("hf",), default=None,
+                   help="also train the Hugging Face transformers model of the same config, alternating "
+                        "steps in this process, and print a ratio line per precision (benchmarks/hf_reference.py)")
     return p
+
+
+def hf_reference():  # noqa: ANN201 - the benchmarks/hf_reference.py module
+    """benchmarks/hf_reference.py, imported from next to this script (it needs no transformers)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import hf_reference as module
+
+    return module
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -418,10 +572,25 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if "fp16" in precisions and device.type != "cuda":
         parser.error("fp16 needs a CUDA device (on CPU use bf16 or no)")
+    reference = None
+    if args.against == "hf":
+        refs = hf_reference()
+        reference = refs.REFERENCES.get(args.modality)
+        if reference is None:
+            parser.error(f"--against hf: no Hugging Face reference for modality '{args.modality}'; "
+                         f"supported: {refs.supported()}")
+        try:
+            refs.require_transformers()
+        except ImportError as exc:
+            parser.error(str(exc))
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run(args, precisions, device, cpu_load)
+        return _run(args, precisions, device, cpu_load, reference)
+    except Exception as exc:
+        if reference is not None and isinstance(exc, hf_reference().UnsupportedConfig):
+            parser.error(f"--against hf ({reference.name}): {exc}")
+        raise
     finally:
         torch.set_num_threads(threads_before)  # main() may be called in-process (tests)
 
@@ -432,8 +601,8 @@ def _json_line(record: dict[str, Any]) -> str:
     return json.dumps(clean, allow_nan=False)
 
 
-def _run(args: argparse.Namespace, precisions: list[str], device: torch.device,
-         cpu_load: float) -> list[dict[str, Any]]:
+def _run(args: argparse.Namespace, precisions: list[str], device: torch.device, cpu_load: float,
+         reference: Any = None) -> list[dict[str, Any]]:  # noqa: ANN401 - hf_reference.ReferenceSpec
     from mpt.registry import get_modality
 
     out = sys.stdout
@@ -441,15 +610,33 @@ def _run(args: argparse.Namespace, precisions: list[str], device: torch.device,
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON lines only
         modality = get_modality(args.modality)
         cfg = load_config(modality, args)
+        if reference is not None:
+            reference.check(cfg)  # before reading any data: a config the reference cannot express
         log(f"{cfg.modality} recipe={cfg.recipe} objective={cfg.objective} batch={cfg.train.batch_size} "
-            f"threads={args.threads} device={device} load={cpu_load:.2f}")
+            f"threads={args.threads} device={device} load={cpu_load:.2f}"
+            + (f" against={reference.name}" if reference is not None else ""))
         batch = build_batch(modality, cfg, args.data)
         for precision in precisions:
-            record = measure(modality, cfg, batch, precision, args, device, cpu_load)
-            log(f"{precision}: {record['s_per_step']:.4f} s/step, {record['samples_per_s']:.1f} samples/s, "
-                f"MFU {record['mfu']:.1%}, tokenize {record['tokenize_share']:.1%}")
-            print(_json_line(record), file=out, flush=True)
-            records.append(record)
+            impls = [mpt_impl(modality, cfg, batch, precision, device)]
+            ref = None
+            if reference is not None:
+                ref = reference.build(cfg, batch, device)
+                impls[0].fields.update({"against": args.against, "config": ref.mpt_config})
+                impls.append(reference_impl(ref, cfg, precision, device))
+                log(f"{precision}: mpt {impls[0].params} parameters, {ref.impl} ({ref.name}) {ref.params}")
+            lines = measure(impls, cfg, precision, args, device, cpu_load)
+            for record in lines:
+                share = record["tokenize_share"]
+                log(f"{precision}: {record['impl']} {record['s_per_step']:.4f} s/step, "
+                    f"{record['samples_per_s']:.1f} samples/s, MFU {record['mfu']:.1%}"
+                    + (f", tokenize {share:.1%}" if share is not None else ""))
+            if ref is not None:
+                lines.append(comparison(lines, ref.impl, {"reference": ref.name, **ref.versions,
+                                                          "differences": ref.differences}))
+                log(f"{precision}: mpt / {ref.impl} samples/s = {lines[-1]['ratio']:.3f}")
+            for record in lines:
+                print(_json_line(record), file=out, flush=True)
+            records.extend(lines)
     return records
 
 
