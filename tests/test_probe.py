@@ -299,3 +299,33 @@ def test_random_twin_batch_norms_are_recalibrated_on_the_probe_inputs(tmp_path) 
     ts = build_backbone(get_modality("timeseries"), get_modality("timeseries").tokenizer_config(),
                         ModelConfig(dim=16, depth=1, heads=2))
     assert not recalibrate_batch_norms(ts, data, modality.collate)
+
+
+def test_channels_pool_keeps_each_channel_apart() -> None:
+    """PatchTST folds channels into the batch: the channels pool concatenates per-channel means."""
+    import torch
+
+    from mpt.backbone import build_backbone
+    from mpt.config import ModelConfig
+    from mpt.features import pool_output
+    from mpt.registry import get_modality
+    from mpt_timeseries.config import TimeSeriesTokenizerConfig
+
+    torch.manual_seed(0)
+    enc = build_backbone(get_modality("timeseries"), TimeSeriesTokenizerConfig(patch=8, stride=8),
+                         ModelConfig(dim=16, depth=1, heads=2)).eval()
+    x = torch.randn(2, 3, 64)
+    x[1, 2, 40:] = float("nan")  # padding in channel 2 of sample 1
+    with torch.no_grad():
+        feats = pool_output(enc, x, "channels")
+        out = enc(x)
+    assert feats.shape == (2, 3 * 16)
+    per_row = out.tokens.reshape(2, 3, 8, 16)
+    torch.testing.assert_close(feats[0, :16], per_row[0, 0].mean(0))
+    torch.testing.assert_close(feats[1, 32:], per_row[1, 2, :5].mean(0))  # 5 valid patches of 8
+    # swapping two channels swaps their blocks (the mean pool could not tell them apart)
+    with torch.no_grad():
+        swapped = pool_output(enc, x[:, [1, 0, 2]], "channels")
+        mean_a, mean_b = pool_output(enc, x, "mean"), pool_output(enc, x[:, [1, 0, 2]], "mean")
+    torch.testing.assert_close(swapped[:, :16], feats[:, 16:32])
+    torch.testing.assert_close(mean_a, mean_b)

@@ -154,6 +154,7 @@ class Baseline(str, Enum):
 class Pool(str, Enum):
     mean = "mean"
     cls = "cls"
+    channels = "channels"
 
 
 class EmbedSplit(str, Enum):

@@ -34,7 +34,7 @@ from mpt.errors import ConfigError, DataError, MptError
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
 
-POOLS = ("mean", "cls")
+POOLS = ("mean", "cls", "channels")
 INDEX_SUFFIX = re.compile(r"#\d+$")  # "file.ts#3": series 3 of a file holding several
 _HEADER_PATH = ("path", "file", "filename", "source")
 _HEADER_LABEL = ("label", "class", "target", "y")
@@ -89,19 +89,24 @@ def pool_output(encoder: Backbone, batch: Tensor, pool: str = "mean") -> Tensor:
 
     ``mean``: the mean over the valid (non-padding) tokens, CLS excluded — ``out.pooled`` when the
     encoder has no CLS token; ``cls``: the CLS token's output (averaged over the rows of a sample when
-    a tokenizer folds channels into the batch), an error when the encoder has no CLS token.
+    a tokenizer folds channels into the batch), an error when the encoder has no CLS token;
+    ``channels``: when a tokenizer folds C channels into the batch (PatchTST's channel
+    independence), the mean over each channel's valid tokens, concatenated → ``[B, C·D]`` (the mean
+    pool would average the channels together and lose which channel did what); ``mean`` otherwise.
     """
     check_pool(encoder, pool)
     prefix = encoder.encoder.num_prefix
     out = encoder(batch)
-    if pool == "cls" or not prefix:
+    if pool == "cls" or (pool == "mean" and not prefix):
         return out.pooled  # the CLS token with a prefix, the mean over valid tokens without one
     tok = encoder.tokenizer
-    tokens = tok.tokenize(tok.normalize(batch))  # parameter-free: only for the padding mask
+    tokens = tok.tokenize(tok.normalize(batch))  # parameter-free: only for the layout and padding mask
+    b, rows = out.tokens.shape[0], (tokens.rows_per_sample if pool == "channels" else 1)
+    feats = out.tokens.reshape(b, rows, -1, out.tokens.shape[-1])  # [B, rows, tokens per row, D]
     if tokens.valid is None:
-        return out.tokens.mean(dim=1)
-    w = tokens.valid.reshape(out.tokens.shape[:2]).to(out.tokens.dtype).unsqueeze(-1)
-    return (out.tokens * w).sum(1) / w.sum(1).clamp_min(1)
+        return feats.mean(dim=2).flatten(1)
+    w = tokens.valid.reshape(b, rows, -1).to(feats.dtype).unsqueeze(-1)
+    return ((feats * w).sum(2) / w.sum(2).clamp_min(1)).flatten(1)
 
 
 def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: int = 64, pool: str = "mean",

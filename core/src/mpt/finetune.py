@@ -66,6 +66,8 @@ class Classifier(nn.Module):
         if num_classes < 2:
             raise ConfigError("num_classes", f"a classifier needs at least 2 classes, got {num_classes}")
         check_pool(encoder, pool)  # "cls" needs an encoder pretrained with a CLS token
+        if pool not in ("mean", "cls"):
+            raise ConfigError("pool", f"a classifier pools with mean or cls, got {pool!r}")
         self.encoder, self.pool = encoder, pool
         if head_norm not in ("batch", "layer", "none"):
             raise ConfigError("head_norm", f"{head_norm!r} is not allowed; choose batch, layer or none")
