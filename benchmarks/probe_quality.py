@@ -153,7 +153,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-set", dest="probe_sets", action="append", default=[], metavar="data.KEY=VALUE",
                    help="data override for the probe's features only (e.g. data.crop_pct=1.0)")
     p.add_argument("--method", choices=("linear", "knn"), default="linear")
-    p.add_argument("--pool", choices=("mean", "cls"), default="mean")
+    p.add_argument("--pool", choices=("mean", "cls", "channels"), default="mean")
     p.add_argument("--seed", type=int, default=0, help="train.seed, the twin's seed and the probe's splits")
     p.add_argument("--dataset", default=None, help="name in the output; 'digits' and 'mesh-crops' build the data")
     p.add_argument("--calibration-steps", type=int, default=15)
