@@ -7,7 +7,7 @@ from collections import deque
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mpt.config import MaskConfig
@@ -192,6 +192,7 @@ def test_multiblock_contract(grid: tuple[int, ...], batch: int, k: int, seed: in
 
 @FAST
 @given(grid=st.lists(st.integers(2, 12), min_size=1, max_size=3).map(tuple), k=st.integers(1, 5), seed=seeds)
+@example(grid=(2, 2, 2), k=5, seed=989)  # targets covering every cell: the freed cell must be a whole column
 def test_multiblock_single_sample_is_union_of_blocks(grid: tuple[int, ...], k: int, seed: int) -> None:
     # With one sample nothing is trimmed, so pred is exactly the union of the target blocks.
     mask = multiblock_mask(make_tokens(grid, 1), gen(seed), num_targets=k)

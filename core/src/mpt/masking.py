@@ -114,9 +114,11 @@ def multiblock_mask(
 
     pred = blocks(num_targets, target_scale, target_aspect)
     keep = blocks(1, context_scale, (1.0, 1.0))
-    # Guarantees: at least one token outside pred, then at least one in the context.
+    # Guarantees: at least one token outside pred (a whole column through the leading axes, so
+    # targets keep their full extent), then at least one in the context.
     full = pred.all(dim=1, keepdim=True)
-    pred = pred & ~(full & _pick_one(pred, generator))
+    column = _pick_one(pred, generator).view(b, depth, h_full * w_full).any(dim=1, keepdim=True)
+    pred = pred & ~(full & column.expand(b, depth, h_full * w_full).reshape(b, n))
     keep = keep & ~pred
     empty = ~keep.any(dim=1, keepdim=True)
     keep = keep | (empty & _pick_one(~pred, generator))
