@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from mpt.config import merge_layer, parse, parse_set
 from mpt.contract import Modality, Sample, SampleDataset
 from mpt.errors import ConfigError, DataError, MptError
+from mpt.files import label_key
 
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
@@ -204,13 +205,6 @@ def open_dataset(card: dict[str, Any], path: str | PathLike[str] | None, split: 
 # ----------------------------------------------------------------------------------------------
 # labels from a manifest
 
-
-def label_key(label: str) -> tuple[int, float | str]:
-    """Sort key of class labels: numeric labels in numeric order ("2" before "10"), then the others."""
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)
 
 
 def read_manifest(path: str | PathLike[str]) -> dict[str, str]:

@@ -63,14 +63,23 @@ def read_all(path: str | Path, files: Sequence[Path], read: Callable[[Path], T],
     return items, used, skipped
 
 
+def label_key(label: str) -> tuple[int, float | str]:
+    """Sort key of class labels: numeric labels in numeric order ("2" before "10"), then the others."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
 def folder_labels(root: str | Path, files: Sequence[Path]) -> tuple[list[str], list[int | None]]:
     """ImageFolder layout: when every file lies in a subfolder of ``root`` (``root/<class>/…``), the
-    sorted first-level folder names and each file's class index; otherwise no classes."""
+    first-level folder names (sorted by :func:`label_key`) and each file's class index; otherwise no
+    classes."""
     root = Path(root)
     if not root.is_dir():
         return [], [None] * len(files)
     parts = [Path(f).relative_to(root).parts for f in files]
     if any(len(p) < 2 for p in parts):
         return [], [None] * len(files)
-    classes = sorted({p[0] for p in parts})
+    classes = sorted({p[0] for p in parts}, key=label_key)
     return classes, [classes.index(p[0]) for p in parts]

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from mpt.contract import Sample
 from mpt.errors import DataError
-from mpt.files import find_files, read_all
+from mpt.files import find_files, label_key, read_all
 from mpt_timeseries.config import TimeSeriesDataConfig
 from mpt_timeseries.io import SUPPORTED, SeriesFile, read_series
 
@@ -85,7 +85,7 @@ class TimeSeriesDataset(Dataset):
                           f"(e.g. {', '.join(self.short[:3])})", stacklevel=2)
         if not self.series:
             raise DataError(path, f"every series is shorter than data.min_length={config.min_length}")
-        known = sorted({lb for lb in raw_labels if lb is not None}, key=_label_key)
+        known = sorted({lb for lb in raw_labels if lb is not None}, key=label_key)
         self.classes: list[str] = known
         self.labels = [known.index(lb) if lb is not None else None for lb in raw_labels]
         stride = config.stride or config.context
@@ -114,10 +114,3 @@ class TimeSeriesDataset(Dataset):
         return Sample(input=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
                       source=self.sources[w.series], label=self.labels[w.series])
 
-
-def _label_key(label: str) -> tuple[int, float | str]:
-    """Numeric labels in numeric order ("2" before "10"), then the others alphabetically."""
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)
