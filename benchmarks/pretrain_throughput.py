@@ -129,6 +129,12 @@ def flop_counter_mode() -> flop_counter.FlopCounterMode:
     return flop_counter.FlopCounterMode(display=False, custom_mapping=sdpa_flop_mapping())
 
 
+def is_attention_op(name: str) -> bool:
+    """SDPA kernels, or the batched matmuls of the explicit attention path (``q @ kᵀ``, ``attn @ v``:
+    mpt's blocks use it on CPU for short sequences; a transformer step has no other ``bmm``)."""
+    return "attention" in name or name.rsplit(".", 1)[-1] == "bmm"
+
+
 def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
     """Total FLOPs of running ``fn()`` once, and the count per aten op."""
     with flop_counter_mode() as counter:
@@ -416,7 +422,7 @@ def measure(impls: Sequence[Impl], cfg: Any, precision: str, args: argparse.Name
     for impl in impls:
         log(f"{precision}: counting FLOPs of one {impl.name} step")
         total, per_op = count_flops(lambda impl=impl: impl.step(step))
-        attention = sum(v for k, v in per_op.items() if "attention" in k)
+        attention = sum(v for k, v in per_op.items() if is_attention_op(k))
         flops[impl.name] = total, attention
         log(f"{precision}: {impl.name} {total / 1e9:.3f} GFLOP/step ({attention / max(total, 1):.1%} attention)")
     step += 1

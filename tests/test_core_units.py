@@ -552,3 +552,20 @@ def test_learned_position_tables_get_no_weight_decay() -> None:
     decay, no_decay = param_groups(backbone, 0.05)
     assert any(p is backbone.tokenizer.pos.table for p in no_decay["params"])
     assert not any(p is backbone.tokenizer.pos.table for p in decay["params"])
+
+
+def test_explicit_and_fused_attention_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short sequences on CPU take timm's explicit attention path; it must match the fused kernel,
+    padding mask included."""
+    import mpt.encoder as enc_mod
+
+    torch.manual_seed(0)
+    model = Transformer(D, 2, 2, cls_token=True).eval()
+    x, pos = torch.randn(2, 6, D), torch.randn(2, 6, D)
+    valid = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    explicit = model(x, pos, valid)
+    assert not model.blocks[0].attn.fused_attn
+    monkeypatch.setattr(enc_mod, "CPU_EXPLICIT_ATTENTION_MAX_TOKENS", 0)
+    fused = model(x, pos, valid)
+    assert model.blocks[0].attn.fused_attn
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
