@@ -19,10 +19,14 @@ from mpt.errors import DataError
 
 @dataclass
 class EncoderOutput:
-    """``tokens`` ``[B, N, D]`` (one feature per input token, CLS excluded), ``pooled`` ``[B, D]``."""
+    """``tokens`` ``[B, N, D]`` (one feature per input token, CLS excluded), ``pooled`` ``[B, D]``;
+    ``valid`` ``[B, N]`` (False = padding) or None; ``rows_per_sample`` as in the TokenSet (the
+    ``N`` tokens of a sample are ``rows_per_sample`` channel-major runs)."""
 
     tokens: Tensor
     pooled: Tensor
+    valid: Tensor | None = None
+    rows_per_sample: int = 1
 
 
 class Backbone(nn.Module):
@@ -68,7 +72,7 @@ class Backbone(nn.Module):
         else:
             w = valid.to(feats.dtype).unsqueeze(-1)
             pooled = (feats * w).sum(1) / w.sum(1).clamp_min(1)
-        return EncoderOutput(tokens=feats, pooled=pooled)
+        return EncoderOutput(tokens=feats, pooled=pooled, valid=valid, rows_per_sample=r)
 
 
 def check_finite(batch: Tensor, allow_nan: bool = False) -> None:

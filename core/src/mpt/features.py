@@ -100,13 +100,11 @@ def pool_output(encoder: Backbone, batch: Tensor, pool: str = "mean") -> Tensor:
     out = encoder(batch)
     if pool == "cls" or (pool == "mean" and not prefix):
         return out.pooled  # the CLS token with a prefix, the mean over valid tokens without one
-    tok = encoder.tokenizer
-    tokens = tok.tokenize(tok.normalize(batch))  # parameter-free: only for the layout and padding mask
-    b, rows = out.tokens.shape[0], (tokens.rows_per_sample if pool == "channels" else 1)
+    b, rows = out.tokens.shape[0], (out.rows_per_sample if pool == "channels" else 1)
     feats = out.tokens.reshape(b, rows, -1, out.tokens.shape[-1])  # [B, rows, tokens per row, D]
-    if tokens.valid is None:
+    if out.valid is None:
         return feats.mean(dim=2).flatten(1)
-    w = tokens.valid.reshape(b, rows, -1).to(feats.dtype).unsqueeze(-1)
+    w = out.valid.reshape(b, rows, -1).to(feats.dtype).unsqueeze(-1)
     return ((feats * w).sum(2) / w.sum(2).clamp_min(1)).flatten(1)
 
 

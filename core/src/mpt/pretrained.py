@@ -29,7 +29,7 @@ from torch import Tensor
 from mpt.backbone import Backbone, build_backbone
 from mpt.checkpoint import atomic_dir, commit_dir, state_dict_for_save
 from mpt.config import Config, ModelConfig, deep_merge, parse, to_plain
-from mpt.contract import PLUGIN_API, Tokenizer
+from mpt.contract import PLUGIN_API, Modality, Tokenizer
 from mpt.errors import CheckpointError, ConfigError
 from mpt.pos_embed import RESAMPLE_MODES, LearnedPosEmbed, resample_pos_table
 from mpt.registry import get_modality, plugin_version
@@ -109,6 +109,18 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
+def card_configs(card: dict[str, Any], path: Path) -> tuple[Modality, Any, ModelConfig]:
+    """The modality, tokenizer config and encoder config an encoder card describes (validated);
+    a card that does not describe a valid encoder is a CheckpointError naming its file."""
+    modality = get_modality(card["modality"])
+    try:
+        tok_cfg = parse(modality.tokenizer_config, card["tokenizer"]["config"], "tokenizer")
+        model_cfg = parse(ModelConfig, card["encoder"], "encoder")
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path / 'config.json'}: card does not describe a valid encoder: {exc}") from None
+    return modality, tok_cfg, model_cfg
+
+
 def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu", *,
                  tokenizer: Mapping[str, Any] | None = None) -> Backbone:
     """Rebuild the tokenizer + encoder saved in ``path`` and load its weights strictly.
@@ -132,12 +144,7 @@ def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu", 
     """
     path = Path(path)
     card = read_card(path)
-    modality = get_modality(card["modality"])
-    try:
-        saved_cfg = parse(modality.tokenizer_config, card["tokenizer"]["config"], "tokenizer")
-        model_cfg = parse(ModelConfig, card["encoder"], "encoder")
-    except (ConfigError, KeyError) as exc:
-        raise CheckpointError(f"{path / 'config.json'}: card does not describe a valid encoder: {exc}") from None
+    modality, saved_cfg, model_cfg = card_configs(card, path)
     tok_cfg = saved_cfg if not tokenizer else override_tokenizer(modality.tokenizer_config, card, tokenizer)
     adapting = tok_cfg != saved_cfg
     try:

@@ -323,19 +323,10 @@ def random_twin(card_path: str | PathLike[str], seed: int = 0) -> Backbone:
     (an ``encoder/`` folder), built with a fixed seed and in eval mode: the baseline a probe
     compares pretraining against."""
     from mpt.backbone import build_backbone
-    from mpt.config import ModelConfig, parse
-    from mpt.errors import CheckpointError, ConfigError
-    from mpt.pretrained import read_card
-    from mpt.registry import get_modality
+    from mpt.pretrained import card_configs, read_card
 
     path = Path(card_path)
-    card = read_card(path)
-    modality = get_modality(card["modality"])
-    try:
-        tok_cfg = parse(modality.tokenizer_config, card["tokenizer"]["config"], "tokenizer")
-        model_cfg = parse(ModelConfig, card["encoder"], "encoder")
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path / 'config.json'}: card does not describe a valid encoder: {exc}") from None
+    modality, tok_cfg, model_cfg = card_configs(read_card(path), path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = build_backbone(modality, tok_cfg, model_cfg)
