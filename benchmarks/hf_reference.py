@@ -4,10 +4,11 @@ Each supported modality maps to a :class:`ReferenceSpec` in :data:`REFERENCES`: 
 raises :class:`UnsupportedConfig` for an mpt config the reference cannot express (it needs no
 transformers), and ``build(cfg, batch, device)`` returns a :class:`Reference`: the transformers
 model built from the mpt config actually used, the same optimizer, and its forward pass on the
-same inputs. The timing, FLOP counting and records stay in ``pretrain_throughput.py``.
+same inputs (``batch``: the benchmark's ``mpt.Batch``, or a plain tensor; see :func:`batch_tensor`).
+The timing, FLOP counting and records stay in ``pretrain_throughput.py``.
 
 transformers is a benchmark-only dependency: it is imported here, lazily, and nowhere in
-``core/`` or ``plugins/``. To add a modality (e.g. images with ``ViTMAEForPreTraining``), write
+``core/`` or ``plugins/``. To add a modality (as images with ``ViTMAEForPreTraining``, ``hf_vitmae.py``), write
 its ``check`` / ``build`` pair and add it to :data:`REFERENCES`.
 """
 
@@ -38,6 +39,19 @@ def require_transformers() -> Any:  # noqa: ANN401 - the transformers module
     return transformers
 
 
+def batch_tensor(batch: Any) -> Tensor:  # noqa: ANN401 - mpt.Batch or Tensor
+    """The input tensor of a single-input batch: ``batch.tensor`` of an ``mpt.Batch``, or ``batch`` itself."""
+    from mpt.contract import Batch
+
+    return Batch.of(batch).tensor
+
+
+def mae_section(cfg: Any) -> Any:  # noqa: ANN401 - mpt.config.Config → MAEConfig
+    """The ``mae`` section of ``cfg`` (``cfg.objectives["mae"]``; the ``check_*`` functions verify
+    ``cfg.objective == "mae"`` before reading it, so it is the chosen objective's section)."""
+    return cfg.objectives["mae"]
+
+
 @dataclass
 class Reference:
     """One reference implementation, ready to train on the benchmark's batch."""
@@ -59,7 +73,7 @@ class Reference:
 class ReferenceSpec:
     name: str
     check: Callable[[Any], None]  # cfg → None, or raise UnsupportedConfig (no transformers needed)
-    build: Callable[[Any, Tensor, torch.device], Reference]  # (cfg, batch, device) → Reference
+    build: Callable[[Any, Any, torch.device], Reference]  # (cfg, mpt.Batch or tensor, device) → Reference
 
 
 # --------------------------------------------------------------------------- time series: PatchTST
@@ -88,7 +102,7 @@ def check_patchtst(cfg: Any) -> None:  # noqa: ANN401 - mpt.config.Config
     if cfg.objective != "mae":
         raise UnsupportedConfig("objective", f"{PATCHTST} is masked-patch reconstruction (mae); "
                                              f"'{cfg.objective}' has no Hugging Face reference")
-    mae, tok, model = cfg.mae, cfg.tokenizer, cfg.model
+    mae, tok, model = mae_section(cfg), cfg.tokenizer, cfg.model
     if mae.masked_tokens != "zero":
         raise UnsupportedConfig("mae.masked_tokens", f"{PATCHTST} keeps masked patches in the encoder input, "
                                                      "zeroed (masked_tokens: zero); 'drop' (MAE encoder on the "
@@ -96,10 +110,10 @@ def check_patchtst(cfg: Any) -> None:  # noqa: ANN401 - mpt.config.Config
     if mae.mask.name != "random":
         raise UnsupportedConfig("mae.mask.name", f"{PATCHTST} is compared with mask_type='random'; the mpt "
                                                  f"masker '{mae.mask.name}' has no equivalent there")
-    if mae.target != "patch" or mae.norm_target:
-        key = "mae.target" if mae.target != "patch" else "mae.norm_target"
+    if mae.target.name != "patch" or mae.target.normalize:
+        key = "mae.target.name" if mae.target.name != "patch" else "mae.target.normalize"
         raise UnsupportedConfig(key, f"{PATCHTST} regresses the RevIN-normalised patch values: needs "
-                                     "mae.target=patch and mae.norm_target=false")
+                                     "mae.target: {name: patch, normalize: false}")
     if tok.channels != "independent":
         raise UnsupportedConfig("tokenizer.channels", f"{PATCHTST} (channel_attention=False) is channel-"
                                                       f"independent; channels: {tok.channels} has no equivalent")
@@ -149,7 +163,7 @@ def patchtst_config(cfg: Any, num_channels: int) -> dict[str, Any]:  # noqa: ANN
         "scaling": "std" if tok.revin else None,  # RevIN without affine weights
         "do_mask_input": True,
         "mask_type": "random",
-        "random_mask_ratio": cfg.mae.mask.ratio,
+        "random_mask_ratio": mae_section(cfg).mask.ratio,
         "channel_consistent_masking": False,  # a mask per sample and channel, as mpt's folded rows
         "mask_value": 0,
         "loss": "mse",
@@ -159,11 +173,11 @@ def patchtst_config(cfg: Any, num_channels: int) -> dict[str, Any]:  # noqa: ANN
 
 
 def mpt_patchtst_summary(cfg: Any, num_channels: int) -> dict[str, Any]:  # noqa: ANN401
-    tok, model = cfg.tokenizer, cfg.model
+    tok, model, mae = cfg.tokenizer, cfg.model, mae_section(cfg)
     return {"channels": int(num_channels), "context": cfg.data.context, "patch": tok.patch, "stride": tok.stride,
             "num_patches": _patchtst_patches(cfg.data.context, tok.patch, tok.stride), "dim": model.dim,
             "depth": model.depth, "heads": model.heads, "mlp_ratio": model.mlp_ratio,
-            "mask_ratio": cfg.mae.mask.ratio, "masked_tokens": cfg.mae.masked_tokens, "revin": tok.revin,
+            "mask_ratio": mae.mask.ratio, "masked_tokens": mae.masked_tokens, "revin": tok.revin,
             "revin_eps": tok.revin_eps, "pos": tok.pos, "cls_token": model.cls_token,
             "norm": "pre-norm LayerNorm + final LayerNorm", "optimizer": optimizer_summary(cfg)}
 
@@ -174,11 +188,13 @@ def optimizer_summary(cfg: Any) -> dict[str, Any]:  # noqa: ANN401
             "weight_decay": o.weight_decay, "grad_clip": o.grad_clip}
 
 
-def build_patchtst(cfg: Any, batch: Tensor, device: torch.device) -> Reference:  # noqa: ANN401
+def build_patchtst(cfg: Any, batch: Any, device: torch.device) -> Reference:  # noqa: ANN401
     """``PatchTSTForPretraining`` from the mpt config, AdamW as mpt builds it, inputs = ``batch``
-    ``[B, C, T]`` as ``past_values`` ``[B, T, C]`` (NaN → ``past_observed_mask``)."""
+    ``[B, C, T]`` (the raw collated series, before mpt's ``Tokenizer.normalize``: HF scales inside its
+    forward) as ``past_values`` ``[B, T, C]`` (NaN → ``past_observed_mask``)."""
     from mpt.optim import create_optimizer
 
+    batch = batch_tensor(batch)
     if batch.ndim != 3 or batch.shape[2] != cfg.data.context:
         raise UnsupportedConfig("data.context", f"expected a [B, C, {cfg.data.context}] batch, got "
                                                 f"{tuple(batch.shape)}")

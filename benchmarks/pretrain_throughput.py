@@ -2,8 +2,10 @@
 
 Builds a run exactly as ``mpt pretrain`` does (config → dataset → backbone → objective → AdamW →
 masker, all from the library) and times ``--steps`` training steps (tokenize → mask → forward →
-backward → AdamW) per precision, after ``--warmup`` untimed ones. Prints one JSON object per line
-on stdout per measurement (DESIGN.md §7) and nothing else; progress goes to stderr.
+backward → AdamW) per precision, after ``--warmup`` untimed ones; a step's input path is the
+trainer's own (:func:`mpt.trainer.prepare_batch`: normalise → augment → tokenize → mask). Prints
+one JSON object per line on stdout per measurement (DESIGN.md §7) and nothing else; progress goes
+to stderr.
 
     python benchmarks/pretrain_throughput.py --modality pointcloud
     python benchmarks/pretrain_throughput.py --modality pointcloud --recipe point-mae --precision no
@@ -131,7 +133,8 @@ def flop_counter_mode() -> flop_counter.FlopCounterMode:
 
 def is_attention_op(name: str) -> bool:
     """SDPA kernels, or the batched matmuls of the explicit attention path (``q @ kᵀ``, ``attn @ v``:
-    mpt's blocks use it on CPU for short sequences; a transformer step has no other ``bmm``)."""
+    mpt's blocks use it on CPU for heads narrower than ``mpt.encoder.CPU_EXPLICIT_ATTENTION_BELOW_HEAD_DIM``;
+    a transformer step has no other ``bmm``)."""
     return "attention" in name or name.rsplit(".", 1)[-1] == "bmm"
 
 
@@ -271,11 +274,11 @@ class Run:
     """Everything one precision's measurement trains: the pieces ``mpt.trainer.pretrain`` builds."""
 
     cfg: Any
-    objective: torch.nn.Module
+    modality: Any
+    objective: Any  # mpt.objectives.Objective
     optimizer: torch.optim.Optimizer
     masker: Callable
-    tokenizer: Any
-    batch: torch.Tensor
+    batch: Any  # mpt.Batch, on the run's device
     params: int
 
 
@@ -286,28 +289,39 @@ def load_config(modality: Any, args: argparse.Namespace):  # noqa: ANN201 - mpt.
     return build_config(modality, args.recipe, None, args.set, flags)
 
 
-def build_batch(modality: Any, cfg: Any, data: Path | None) -> torch.Tensor:
-    """The first ``batch_size`` samples of the (seeded) training set, collated."""
+def open_data(modality: Any, cfg: Any, data: Path | None) -> tuple[Any, Any]:  # noqa: ANN401
+    """The training split of ``data`` (the demo data when None) and ``cfg`` with the statistics the
+    trainer fits on it before building the model (:func:`mpt.trainer.fit_statistics`, ``Modality.fit``)."""
+    from mpt.trainer import fit_statistics
+
     dataset = modality.dataset(data, "train", cfg.data)
+    return fit_statistics(modality, dataset, cfg, progress=False), dataset
+
+
+def build_batch(modality: Any, cfg: Any, dataset: Any) -> Any:  # noqa: ANN401 - mpt.Batch
+    """The first ``batch_size`` samples of the (seeded) training set, collated (``modality.collate``: a Batch)."""
+    from mpt.contract import Batch
+
     if hasattr(dataset, "reseed"):
         dataset.reseed(cfg.train.seed)
     n = cfg.train.batch_size
-    return modality.collate([dataset[i % len(dataset)] for i in range(n)])
+    return Batch.of(modality.collate([dataset[i % len(dataset)] for i in range(n)]))
 
 
-def build_run(modality: Any, cfg: Any, batch: torch.Tensor, device: torch.device) -> Run:
+def build_run(modality: Any, cfg: Any, batch: Any, device: torch.device) -> Run:
     """Backbone, objective, optimizer and masker as the trainer builds them (seeded: identical
     initial weights for every precision)."""
     from mpt.optim import create_optimizer
-    from mpt.trainer import build_model
+    from mpt.trainer import build_model, configure_attention
 
     torch.manual_seed(cfg.train.seed)
-    objective, masker = build_model(cfg, modality, batch)
+    objective, masker = build_model(cfg, modality)
     objective = objective.to(device)
+    configure_attention(objective, device)  # as the trainer does after moving the model
     optimizer = create_optimizer(objective, cfg.optim)
     params = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     objective.train()
-    return Run(cfg, objective, optimizer, masker, objective.backbone.tokenizer, batch.to(device), params)
+    return Run(cfg, modality, objective, optimizer, masker, batch.to(device), params)
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -338,26 +352,33 @@ def backward_and_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, mo
 
 def train_step(run: Run, step: int, precision: str, device: torch.device,
                scaler: torch.amp.GradScaler | None = None) -> tuple[float, float, float]:
-    """One training step as ``mpt.trainer.pretrain`` runs it; returns (tokenize s, step s, loss)."""
-    from mpt.objectives import JEPA
-    from mpt.optim import ema_momentum
-    from mpt.trainer import step_seed
+    """One training step as ``mpt.trainer.pretrain`` runs it; returns (tokenize s, step s, loss).
+
+    The input path is the trainer's :func:`mpt.trainer.prepare_batch` (normalise → seeded augment →
+    tokenize → mask, a fresh mask every step); the tokenize time is measured up to the masker's call.
+    """
+    from mpt.loop import step_seed
+    from mpt.trainer import prepare_batch
 
     seed = step_seed(run.cfg.train.seed, step, 0, 0)
     torch.manual_seed(seed)  # drop-path draws, as in the trainer
+    tokenized: list[float] = []
+
+    def masker(tokens: Any, generator: torch.Generator) -> Any:  # noqa: ANN401 - the run's masker, timed
+        sync(device)
+        tokenized.append(time.perf_counter())
+        return run.masker(tokens, generator)
+
     sync(device)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        tokens = run.tokenizer.tokenize(run.batch)
-    sync(device)
-    t_tok = time.perf_counter() - t0
-    mask = run.masker(tokens, torch.Generator().manual_seed(seed))  # a fresh mask every step
+    tokens, masks = prepare_batch(run.objective.backbone, run.modality, masker, run.batch, seed)
+    t_tok = tokenized[0] - t0
     with autocast_for(precision, device):  # Accelerate's mixed precision: autocast around the forward only
-        loss = run.objective(tokens, mask).loss
+        loss = run.objective(tokens, masks).loss
     backward_and_update(loss, run.optimizer, run.objective, run.cfg.optim.grad_clip, scaler)
-    if isinstance(run.objective, JEPA):
-        # the teacher's EMA update is part of a JEPA step (momentum value irrelevant to timing)
-        run.objective.update_teacher(ema_momentum(step, 1000, *run.cfg.jepa.ema))
+    # after every optimiser step, as the trainer does (JEPA's EMA teacher update; the momentum's
+    # schedule position is irrelevant to timing)
+    run.objective.step_end(step + 1, max(step + 1, 1000))
     sync(device)
     return t_tok, time.perf_counter() - t0, float(loss.detach())
 
@@ -367,7 +388,7 @@ def reference_step(ref: Any, cfg: Any, step: int, precision: str, device: torch.
     """One training step of a reference implementation (``hf_reference.Reference``): its forward
     (tokenization and masking happen inside) under the same autocast, then the same update.
     Returns (None: no separate tokenize time, step s, loss)."""
-    from mpt.trainer import step_seed
+    from mpt.loop import step_seed
 
     torch.manual_seed(step_seed(cfg.train.seed, step, 0, 0))  # its mask comes from the global RNG
     sync(device)
@@ -390,7 +411,7 @@ class Impl:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def mpt_impl(modality: Any, cfg: Any, batch: torch.Tensor, precision: str, device: torch.device) -> Impl:
+def mpt_impl(modality: Any, cfg: Any, batch: Any, precision: str, device: torch.device) -> Impl:
     """The mpt run (fresh, seeded) as an :class:`Impl`."""
     run = build_run(modality, cfg, batch, device)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -413,7 +434,7 @@ def measure(impls: Sequence[Impl], cfg: Any, precision: str, args: argparse.Name
     is the high-water mark during its own timed steps (reset before each step where Linux allows).
     """
     caps = cpu_capability(device)
-    from mpt.trainer import cpu_has_native_bf16
+    from mpt.loop import cpu_has_native_bf16
 
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
         log(f"warning: this CPU ({caps}) has no native bf16 GEMMs; bf16 is emulated and slow here")
@@ -621,7 +642,8 @@ def _run(args: argparse.Namespace, precisions: list[str], device: torch.device, 
         log(f"{cfg.modality} recipe={cfg.recipe} objective={cfg.objective} batch={cfg.train.batch_size} "
             f"threads={args.threads} device={device} load={cpu_load:.2f}"
             + (f" against={reference.name}" if reference is not None else ""))
-        batch = build_batch(modality, cfg, args.data)
+        cfg, dataset = open_data(modality, cfg, args.data)
+        batch = build_batch(modality, cfg, dataset)
         for precision in precisions:
             impls = [mpt_impl(modality, cfg, batch, precision, device)]
             ref = None

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 BENCH = "probe_quality"
+POOLS = ("mean", "cls", "groups")  # mpt.features.POOLS ("groups" was "channels" before PLUGIN_API 2)
 DIGITS_TASK = ("scikit-learn digits (1797 grey 8x8 images, 10 classes) upscaled bilinearly to 32x32 PNGs in "
                "class folders; no official split: a seeded stratified 80/20 split (mpt.probe.stratified_split, "
                "seed 0) written to train/ and eval/")
@@ -153,7 +154,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-set", dest="probe_sets", action="append", default=[], metavar="data.KEY=VALUE",
                    help="data override for the probe's features only (e.g. data.crop_pct=1.0)")
     p.add_argument("--method", choices=("linear", "knn"), default="linear")
-    p.add_argument("--pool", choices=("mean", "cls", "channels"), default="mean")
+    p.add_argument("--pool", choices=POOLS, default="mean",
+                   help="mpt.features pool: mean, cls, or groups (per token group / folded channel row, concatenated)")
     p.add_argument("--seed", type=int, default=0, help="train.seed, the twin's seed and the probe's splits")
     p.add_argument("--dataset", default=None, help="name in the output; 'digits' and 'mesh-crops' build the data")
     p.add_argument("--calibration-steps", type=int, default=15)

@@ -50,35 +50,43 @@ def test_image_is_registered():
 
 def test_vitmae_config_follows_the_mpt_config():
     """The mae-vit-b recipe, and `--set` changes reaching the HF side (no transformers needed)."""
-    kw = hf_vitmae.vitmae_config(image_config(), 3)
+    cfg = image_config()
+    kw = hf_vitmae.vitmae_config(cfg, 3)
+    assert cfg.model.norm_eps != hf_vitmae.HF_LAYER_NORM_EPS  # a mapping that dropped it would keep HF's 1e-12
     assert kw == {
         "image_size": 224, "patch_size": 16, "num_channels": 3, "hidden_size": 768, "num_hidden_layers": 12,
         "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu", "qkv_bias": True,
-        "layer_norm_eps": 1e-5, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "layer_norm_eps": cfg.model.norm_eps, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "decoder_hidden_size": 512, "decoder_num_hidden_layers": 8, "decoder_num_attention_heads": 16,
         "decoder_intermediate_size": 2048, "mask_ratio": 0.75, "norm_pix_loss": True}
     kw = hf_vitmae.vitmae_config(image_config("model.dim=384", "model.heads=6", "data.size=96", "tokenizer.patch=8",
                                               "model.mlp_ratio=2", "mae.decoder_dim=128", "mae.decoder_depth=2",
-                                              "mae.decoder_heads=4", "mae.mask.ratio=0.5", "mae.norm_target=false"), 1)
+                                              "mae.decoder_heads=4", "mae.mask.ratio=0.5",
+                                              "mae.target.normalize=false", "model.norm_eps=1e-5"), 1)
     assert (kw["image_size"], kw["patch_size"], kw["num_channels"]) == (96, 8, 1)
     assert (kw["hidden_size"], kw["num_attention_heads"], kw["num_hidden_layers"], kw["intermediate_size"]) == (
         384, 6, 12, 768)
     assert (kw["decoder_hidden_size"], kw["decoder_num_hidden_layers"], kw["decoder_num_attention_heads"],
             kw["decoder_intermediate_size"]) == (128, 2, 4, 512)
     assert kw["mask_ratio"] == 0.5 and kw["norm_pix_loss"] is False
+    assert kw["layer_norm_eps"] == 1e-5  # model.norm_eps reaches HF: not a constant of the mapping
 
 
-def test_layer_norm_eps_and_decoder_width_are_mpts():
-    """The constants of the mapping are what mpt's model really uses."""
+@pytest.mark.parametrize("sets", [[], ["model.norm_eps=1e-5"]])
+def test_layer_norm_eps_and_decoder_width_are_mpts(sets):
+    """The mapping's LayerNorm eps is what every LayerNorm of mpt's model (encoder and MAE decoder)
+    really uses, for the default and a changed model.norm_eps; the decoder MLP width likewise."""
     from mpt.registry import get_modality
     from mpt.trainer import build_model
 
-    cfg = image_config(*TINY_SETS)
-    objective, _ = build_model(cfg, get_modality("image"), torch.rand(2, 3, 32, 32))
+    cfg = image_config(*TINY_SETS, *sets)
+    objective, _ = build_model(cfg, get_modality("image"))
     eps = {m.eps for m in objective.modules() if isinstance(m, nn.LayerNorm)}
-    assert eps == {hf_vitmae.LAYER_NORM_EPS}
+    decoder_eps = {m.eps for m in objective.decoder.modules() if isinstance(m, nn.LayerNorm)}
+    assert decoder_eps and eps == decoder_eps == {cfg.model.norm_eps}
+    assert hf_vitmae.vitmae_config(cfg, 3)["layer_norm_eps"] == cfg.model.norm_eps
     fc1 = objective.decoder.blocks.blocks[0].mlp.fc1
-    assert fc1.out_features == int(cfg.mae.decoder_dim * hf_vitmae.DECODER_MLP_RATIO)
+    assert fc1.out_features == int(cfg.objectives["mae"].decoder_dim * hf_vitmae.DECODER_MLP_RATIO)
 
 
 @pytest.mark.parametrize(("sets", "objective", "key"), [
@@ -108,7 +116,9 @@ def test_vitmae_builder_sees_the_same_standardised_pixels():
     batch = torch.rand(2, 3, 32, 32)
     ref = hf_vitmae.build_vitmae(cfg, batch, torch.device("cpu"))
     c = ref.model.config
-    assert (c.image_size, c.patch_size, c.hidden_size, c.decoder_hidden_size, c.layer_norm_eps) == (32, 8, 32, 32, 1e-5)
+    assert (c.image_size, c.patch_size, c.hidden_size, c.decoder_hidden_size) == (32, 8, 32, 32)
+    assert c.layer_norm_eps == cfg.model.norm_eps != hf_vitmae.HF_LAYER_NORM_EPS  # mpt's eps, not HF's default
+    assert any("layer_norm_eps" in d for d in ref.differences)
     assert ref.model.config._attn_implementation == "sdpa" and ref.config["num_patches"] == 16
     values, (mean, std) = hf_vitmae.pixel_values(cfg, batch, torch.device("cpu"))
     assert (mean, std) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

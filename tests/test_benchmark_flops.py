@@ -142,7 +142,7 @@ def test_patchtst_config_follows_the_mpt_config():
     ([], "jepa", "objective"),
     (["tokenizer.channels=mixed", "tokenizer.num_channels=7"], None, "tokenizer.channels"),
     (["mae.mask.name=block"], None, "mae.mask.name"),
-    (["mae.norm_target=true"], None, "mae.norm_target"),
+    (["mae.target={name: patch, normalize: true}"], None, "mae.target.normalize"),
     (["model.drop_path=0.1"], None, "model.drop_path"),
     ([], None, "tokenizer.stride"),  # the recipe's patch 12 / stride 12 over 512 steps: HF 42 patches, mpt 43
 ])
@@ -200,7 +200,9 @@ def test_patchtst_builder_makes_the_same_model_shape():
     pytest.importorskip("transformers")
     cfg = ts_config("tokenizer.patch=16", "tokenizer.stride=16", "model.depth=1")
     batch = torch.randn(2, 7, 512)
-    ref = hf.build_patchtst(cfg, batch, torch.device("cpu"))
+    from mpt.contract import Batch
+
+    ref = hf.build_patchtst(cfg, Batch.of(batch), torch.device("cpu"))  # the benchmark's batch (a tensor works too)
     c = ref.model.config
     assert (c.num_input_channels, c.context_length, c.patch_length, c.patch_stride) == (7, 512, 16, 16)
     assert (c.d_model, c.num_hidden_layers, c.num_attention_heads, c.ffn_dim) == (128, 1, 16, 512)

@@ -26,7 +26,7 @@ from mpt.config import (
     deep_merge,
     parse,
 )
-from mpt.contract import Mask, Tokenizer, TokenSet
+from mpt.contract import Batch, Mask, Tokenizer, TokenSet
 from mpt.encoder import Transformer
 from mpt.errors import CheckpointError, ConfigError
 from mpt.objectives import JEPA, MAE
@@ -41,20 +41,23 @@ class ToyTokenizer(Tokenizer):
 
     coord_dim = 1
     pos_kind = "mlp"
+    grid_axes = 1
 
     def __init__(self, dim: int) -> None:
+        self.patch_shape = (P,)
         super().__init__(dim)
         self.proj = nn.Linear(P, dim)
         self.norm = nn.LayerNorm(dim)
         self.register_buffer("calls", torch.zeros(1))
 
-    def tokenize(self, batch: Tensor) -> TokenSet:
-        b, n = batch.shape[:2]
+    def tokenize(self, batch: Batch) -> TokenSet:
+        x = batch.tensor
+        b, n = x.shape[:2]
         coords = torch.arange(n, dtype=torch.float32).expand(b, n).unsqueeze(-1)
-        return TokenSet(patches=batch, coords=coords, grid=(n,))
+        return TokenSet(patches=x, coords=coords, grid=(n,))
 
-    def embed(self, patches: Tensor) -> Tensor:
-        return self.norm(self.proj(patches))
+    def embed(self, tokens: TokenSet) -> Tensor:
+        return self.norm(self.proj(tokens.patches))
 
     def card(self) -> dict[str, Any]:
         return {}
@@ -83,7 +86,7 @@ def test_cls_token_adds_one_output_token() -> None:
     # the backbone strips the CLS token from .tokens and pools with it
     backbone = toy_backbone(cls_token=True).eval()
     batch = torch.randn(2, 5, P)
-    full = backbone.encode(backbone.tokenizer.tokenize(batch))
+    full = backbone.encode(backbone.tokens(batch))
     assert full.shape == (2, 6, D)
     out = backbone(batch)
     torch.testing.assert_close(out.tokens, full[:, 1:])
@@ -148,27 +151,27 @@ def test_patch_target_normalisation_by_hand() -> None:
 
 
 class RecordingTarget(PatchTarget):
-    def loss(self, pred: Tensor, patches: Tensor) -> Tensor:
-        self.seen = (pred.detach().clone(), patches.clone())
-        return super().loss(pred, patches)
+    def loss(self, pred: Tensor, patches: Tensor, weight: Tensor | None = None) -> Tensor:
+        self.seen = (pred.detach().clone(), patches.clone(), weight)
+        return super().loss(pred, patches, weight)
 
 
 def test_mae_loss_is_on_the_predicted_tokens_only() -> None:
     torch.manual_seed(0)
     target = RecordingTarget(normalize=False)
-    mae = MAE(toy_backbone(), target, (P,), MAEConfig(decoder_dim=D, decoder_depth=1, decoder_heads=2)).eval()
+    mae = MAE(toy_backbone(), target, MAEConfig(decoder_dim=D, decoder_depth=1, decoder_heads=2)).eval()
     batch = torch.randn(2, 8, P)
-    tokens = mae.backbone.tokenizer.tokenize(batch)
+    tokens = mae.backbone.tokens(batch)
     mask = toy_mask(2, 8, n_keep=3)
-    out = mae(tokens, mask)
-    pred, patches = target.seen
+    out = mae(tokens, [mask])
+    pred, patches, _ = target.seen
     assert out.pred.shape == (2, 5, P)
     torch.testing.assert_close(patches, torch.stack([batch[b, mask.pred[b]] for b in range(2)]))
     assert out.loss.item() == pytest.approx(((pred - patches) ** 2).mean().item(), rel=1e-6)
     # changing what sits at the predicted positions changes only the target, not the prediction
     batch2 = batch.clone()
     batch2[torch.arange(2)[:, None], mask.pred] += 5.0
-    out2 = mae(mae.backbone.tokenizer.tokenize(batch2), mask)
+    out2 = mae(mae.backbone.tokens(batch2), [mask])
     torch.testing.assert_close(out2.pred, out.pred)
     assert out2.loss.item() != pytest.approx(out.loss.item())
 
@@ -177,21 +180,21 @@ def test_mae_zero_mode_keeps_hidden_tokens_in_place_with_zeroed_contents() -> No
     """PatchTST / SimMIM: the encoder sees every position, hidden ones zeroed; a linear head predicts."""
     torch.manual_seed(0)
     target = RecordingTarget(normalize=False)
-    mae = MAE(toy_backbone(), target, (P,), MAEConfig(masked_tokens="zero")).eval()
+    mae = MAE(toy_backbone(), target, MAEConfig(masked_tokens="zero")).eval()
     assert isinstance(mae.decoder, nn.Linear)
     batch = torch.randn(2, 8, P)
     mask = toy_mask(2, 8, n_keep=5)
-    out = mae(mae.backbone.tokenizer.tokenize(batch), mask)
+    out = mae(mae.backbone.tokens(batch), [mask])
     assert out.pred.shape == (2, 3, P)
     zeroed = batch.clone()
     zeroed[torch.arange(2)[:, None], mask.pred] = 0.0
-    latent = mae.backbone.encode(mae.backbone.tokenizer.tokenize(zeroed))
+    latent = mae.backbone.encode(mae.backbone.tokens(zeroed))
     expected = mae.decoder(torch.stack([latent[b, mask.pred[b]] for b in range(2)]))
     torch.testing.assert_close(out.pred, expected)
     # the hidden contents never reach the prediction; they are only the target
     batch2 = batch.clone()
     batch2[torch.arange(2)[:, None], mask.pred] += 5.0
-    out2 = mae(mae.backbone.tokenizer.tokenize(batch2), mask)
+    out2 = mae(mae.backbone.tokens(batch2), [mask])
     torch.testing.assert_close(out2.pred, out.pred)
     assert out2.loss.item() != pytest.approx(out.loss.item())
 
@@ -199,15 +202,16 @@ def test_mae_zero_mode_keeps_hidden_tokens_in_place_with_zeroed_contents() -> No
 class FoldingTokenizer(ToyTokenizer):
     """Channel independence in miniature: ``[B, C, N, P]`` → ``C`` rows of ``N`` tokens per sample."""
 
-    def tokenize(self, batch: Tensor) -> TokenSet:
-        b, c, n = batch.shape[:3]
+    def tokenize(self, batch: Batch) -> TokenSet:
+        x = batch.tensor
+        b, c, n = x.shape[:3]
         coords = torch.arange(n, dtype=torch.float32).expand(b * c, n).unsqueeze(-1)
-        valid = ~batch.isnan().all(-1).reshape(b * c, n)
-        return TokenSet(patches=batch.reshape(b * c, n, P), coords=coords, grid=(n,),
+        valid = ~x.isnan().all(-1).reshape(b * c, n)
+        return TokenSet(patches=x.reshape(b * c, n, P), coords=coords, grid=(n,),
                         valid=None if bool(valid.all()) else valid, rows_per_sample=c)
 
-    def embed(self, patches: Tensor) -> Tensor:
-        return self.norm(self.proj(patches.nan_to_num(0.0)))
+    def embed(self, tokens: TokenSet) -> Tensor:
+        return self.norm(self.proj(tokens.patches.nan_to_num(0.0)))
 
 
 def test_backbone_rejoins_folded_rows_per_sample() -> None:
@@ -216,7 +220,7 @@ def test_backbone_rejoins_folded_rows_per_sample() -> None:
     batch = torch.randn(2, 3, 4, P)  # B=2 samples, C=3 channels, N=4 tokens each
     out = backbone(batch)
     assert out.tokens.shape == (2, 12, D) and out.pooled.shape == (2, D)
-    rows = backbone.encode(backbone.tokenizer.tokenize(batch))  # [6, 4, D]
+    rows = backbone.encode(backbone.tokens(batch))  # [6, 4, D]
     torch.testing.assert_close(out.tokens[1, 4:8], rows[4])  # sample 1, channel 1
     torch.testing.assert_close(out.pooled, rows.reshape(2, 12, D).mean(1))
     # each channel is encoded on its own: changing channel 2 leaves channels 0 and 1 unchanged
@@ -241,7 +245,7 @@ def test_missing_values_pass_only_where_the_tokenizer_handles_them() -> None:
         out = folding(batch)
         assert torch.isfinite(out.tokens).all()
         # pooled mean skips the padding tokens
-        rows = folding.encode(folding.tokenizer.tokenize(batch)).reshape(2, 12, D)
+        rows = folding.encode(folding.tokens(batch)).reshape(2, 12, D)
         torch.testing.assert_close(out.pooled[0], torch.cat([rows[0, :6], rows[0, 8:]]).mean(0))
         inf = batch.clone()
         inf[1, 0, 0, 0] = float("inf")
@@ -266,9 +270,9 @@ def test_jepa_loss_ignores_padding_targets() -> None:
     jepa = JEPA(backbone, JEPAConfig(predictor_dim=D, predictor_depth=1, predictor_heads=2)).eval()
     batch = torch.randn(1, 2, 6, P)
     batch[0, 1, 3:] = float("nan")  # channel 1: tokens 3..5 are padding
-    tokens = backbone.tokenizer.tokenize(batch)
+    tokens = backbone.tokenizer.tokenize(Batch.of(batch))
     mask = Mask(keep=torch.tensor([[0, 1], [0, 1]]), pred=torch.tensor([[2, 4], [2, 4]]))
-    out = jepa(tokens, mask)
+    out = jepa(tokens, [mask])
     with torch.no_grad():
         full = jepa.teacher.encode(tokens)
         target = torch.nn.functional.layer_norm(full, (D,))
@@ -320,7 +324,7 @@ def test_update_teacher_momentum() -> None:
 
 
 def test_param_groups_split_decay_and_no_decay() -> None:
-    mae = MAE(toy_backbone(cls_token=True), PatchTarget(), (P,),
+    mae = MAE(toy_backbone(cls_token=True), PatchTarget(),
               MAEConfig(decoder_dim=D, decoder_depth=1, decoder_heads=2))
     decay, no_decay = param_groups(mae, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
@@ -508,10 +512,10 @@ def test_jepa_teacher_targets_are_deterministic_in_training_mode() -> None:
                              "data.num_points=128", "data.cache_points=256"))
     cfg = build_config(kit.modality, None, None, (*kit.sets, "model.drop_path=0.5"), {"objective": "jepa"})
     backbone = build_backbone(kit.modality, cfg.tokenizer, cfg.model)
-    model = JEPA(backbone, cfg.jepa).train()
+    model = JEPA(backbone, cfg.objectives["jepa"]).train()
     assert model.backbone.training and model.teacher.training
     assert not any(m.training for m in model.teacher.modules() if "DropPath" in type(m).__name__)
-    tokens = backbone.tokenizer.tokenize(kit.batch)
+    tokens = backbone.tokens(kit.batch)
     with torch.no_grad():
         a, b = model.teacher.encode(tokens), model.teacher.encode(tokens)
         s1, s2 = model.backbone.encode(tokens), model.backbone.encode(tokens)
@@ -554,18 +558,16 @@ def test_learned_position_tables_get_no_weight_decay() -> None:
     assert not any(p is backbone.tokenizer.pos.table for p in decay["params"])
 
 
-def test_explicit_and_fused_attention_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short sequences on CPU take timm's explicit attention path; it must match the fused kernel,
+def test_explicit_and_fused_attention_agree() -> None:
+    """Small heads on CPU take timm's explicit attention path; it must match the fused kernel,
     padding mask included."""
-    import mpt.encoder as enc_mod
-
     torch.manual_seed(0)
-    model = Transformer(D, 2, 2, cls_token=True).eval()
+    model = Transformer(D, 2, 2, cls_token=True).eval()  # head dim 8
     x, pos = torch.randn(2, 6, D), torch.randn(2, 6, D)
     valid = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
     explicit = model(x, pos, valid)
     assert not model.blocks[0].attn.fused_attn
-    monkeypatch.setattr(enc_mod, "CPU_EXPLICIT_ATTENTION_MAX_TOKENS", 0)
+    model.configure_attention("cuda")  # the flag only: the tensors stay on the CPU
     fused = model(x, pos, valid)
     assert model.blocks[0].attn.fused_attn
     torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)

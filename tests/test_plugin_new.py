@@ -20,6 +20,7 @@ import pytest
 from _mpt_helpers import invoke
 
 GENERATED = ("pyproject.toml", "README.md", ".gitignore", "tests/test_conformance.py", "tests/test_io.py",
+             "tests/test_dataset.py", "tests/test_tokenizer.py",
              *(f"src/mpt_wave/{m}.py" for m in ("__init__", "modality", "config", "io", "tokenizer", "dataset")),
              "src/mpt_wave/recipes/demo.yaml", "src/mpt_wave/data/ATTRIBUTION.md")
 TS_SETS = ("tokenizer.patch=20", "tokenizer.stride=20")

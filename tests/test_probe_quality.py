@@ -86,3 +86,14 @@ def test_holdout_pretrains_on_the_training_side_only(tmp_path: Path) -> None:
     rel = [str(Path(s.source).relative_to(data)) for s in samples]
     assert pretrain_files == {rel[i] for i in train} and not pretrain_files & {rel[i] for i in held}
     assert len(held) == 2  # one file of each class held out
+
+
+def test_pool_choices_are_the_libraries() -> None:
+    """`--pool` offers exactly mpt.features' pools (`groups`, formerly `channels`)."""
+    from mpt.features import POOLS
+
+    assert bench.POOLS == POOLS
+    assert bench.make_parser().parse_args(["--modality", "timeseries", "--budget-minutes", "1",
+                                           "--pool", "groups"]).pool == "groups"
+    with pytest.raises(SystemExit):
+        bench.make_parser().parse_args(["--modality", "timeseries", "--budget-minutes", "1", "--pool", "channels"])

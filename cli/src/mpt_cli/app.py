@@ -13,11 +13,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Masked pretraining (MAE / JEPA) for any modality.")
 
 
-class Objective(str, Enum):
-    mae = "mae"
-    jepa = "jepa"
-
-
 class Precision(str, Enum):
     no = "no"
     bf16 = "bf16"
@@ -30,6 +25,14 @@ class Tracker(str, Enum):
     wandb = "wandb"
 
 
+@app.callback()
+def _setup() -> None:
+    """Warnings print as one ``warning: …`` line, without a source line."""
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -37,9 +40,8 @@ def fail(message: str) -> None:
 
 @app.command("list")
 def list_cmd() -> None:
-    """Installed modalities, their recipes and status; objectives and maskers."""
-    from mpt.masking import MASKERS
-    from mpt.registry import get_modality, plugin_status
+    """Installed modalities, their recipes and status; objectives, maskers and targets."""
+    from mpt.registry import REGISTRIES, get_modality, plugin_status
 
     statuses = plugin_status()
     if not statuses:
@@ -53,8 +55,11 @@ def list_cmd() -> None:
         for name, recipe in sorted(modality.recipes().items()):
             default = " (default)" if name == modality.default_recipe else ""
             typer.echo(f"    recipe {name}{default}: {recipe.description}")
-    typer.echo("objectives: mae, jepa")
-    typer.echo(f"maskers: {', '.join(MASKERS)}")
+    for kind, registry in REGISTRIES.items():
+        typer.echo(f"{kind}:")
+        for name in registry.names():
+            item = registry.get(name, kind)
+            typer.echo(f"    {name:20s} {item.description}")
 
 
 @app.command()
@@ -62,7 +67,8 @@ def pretrain(
     modality: str = typer.Option(..., "--modality", "-m", help="Modality plugin name (see `mpt list`)."),
     data: Path | None = typer.Option(None, "--data", help="File or folder of data; omit for the demo data."),
     recipe: str | None = typer.Option(None, "--recipe", help="Recipe name (default: the plugin's demo)."),
-    objective: Objective | None = typer.Option(None, "--objective", help="mae or jepa (default: recipe's)."),
+    objective: str | None = typer.Option(None, "--objective", help="mae, jepa or a plugin's objective "
+                                         "(see `mpt list`; default: the recipe's)."),
     config: Path | None = typer.Option(None, "--config", help="YAML file merged over the recipe."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=1e-3 (repeatable)."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps to run."),
@@ -83,7 +89,7 @@ def pretrain(
     from mpt.registry import get_modality
     from mpt.trainer import pretrain as run
 
-    flags = {"objective": objective.value if objective else None,
+    flags = {"objective": objective,
              "train": {"max_steps": max_steps, "batch_size": batch_size, "seed": seed,
                        "precision": precision.value if precision else None, "checkpoint_every": checkpoint_every,
                        "log_every": log_every, "num_workers": num_workers,
@@ -101,6 +107,10 @@ def pretrain(
         typer.echo(f"\ninterrupted; continue with: mpt pretrain ... --out {out} --resume", err=True)
         raise typer.Exit(130) from None
     if not result.main_process:
+        return
+    if result.resumed_finished:
+        typer.echo(f"nothing to do: the run in {out} already finished its {result.steps} steps "
+                   f"(last loss {result.last_loss:.4f}); raise --max-steps to train on")
         return
     minutes, seconds = divmod(int(result.wall_s), 60)
     typer.echo(f"done: {result.steps} steps in {minutes}m{seconds:02d}s, "
@@ -136,9 +146,35 @@ def info(path: Path = typer.Argument(..., help="An encoder/ folder or a run fold
                f"cls token {enc['cls_token']}, {card['num_params']:,} parameters")
     typer.echo(f"tokenizer    {tok['settings']}")
     typer.echo(f"position     {card['pos_embed']['kind']} on {card['pos_embed']['coord_dim']}-d coordinates")
-    typer.echo(f"objective    {card['objective']} (recipe {card['recipe']})")
+    exported = f", exported: {card['exported_encoder']}" if "exported_encoder" in card else ""
+    typer.echo(f"objective    {card['objective']} (recipe {card['recipe']}{exported})")
     typer.echo(f"trained on   {card['trained_on']}")
     typer.echo(f"versions     {card['versions']}")
+
+
+@app.command("config")
+def config_cmd(
+    modality: str | None = typer.Option(None, "--modality", "-m", help="Add this modality's data/tokenizer keys."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown (docs/config.md) instead of text."),
+) -> None:
+    """Every config key with its type, default and meaning (generated from the dataclasses)."""
+    from mpt.errors import MptError
+    from mpt.reference import markdown as as_markdown
+    from mpt.reference import sections
+    from mpt.registry import get_modality
+
+    try:
+        mod = get_modality(modality) if modality else None
+    except MptError as exc:
+        fail(str(exc))
+        return
+    if markdown:
+        typer.echo(as_markdown(mod))
+        return
+    for title, description, rows in sections(mod):
+        typer.secho(f"{title}: {description}", bold=True)
+        for k in rows:
+            typer.echo(f"    {k.key:32s} {k.type:24s} {k.default:14s} {k.meaning}")
 
 
 class ProbeMethod(str, Enum):
@@ -154,7 +190,7 @@ class Baseline(str, Enum):
 class Pool(str, Enum):
     mean = "mean"
     cls = "cls"
-    channels = "channels"
+    groups = "groups"
 
 
 class EmbedSplit(str, Enum):
@@ -177,7 +213,7 @@ def probe(
     labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
     method: ProbeMethod = typer.Option(ProbeMethod.linear, "--method", help="linear or knn."),
     baseline: Baseline = typer.Option(Baseline.none, "--baseline", help="random: also probe a random-init twin."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens) or cls (the CLS token)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups (per channel/band group, concatenated)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
     set_: list[str] = typer.Option([], "--set", help="Override a data key: --set data.context=128 (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out, the validation split and the twin."),
@@ -219,7 +255,7 @@ def embed(
     encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
     data: Path = typer.Option(..., "--data", help="File or folder of data."),
     out: Path = typer.Option(..., "--out", help="Output .npy (+ FILE.npy.sources.txt) or .parquet file."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens) or cls (the CLS token)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups (per channel/band group, concatenated)."),
     split: EmbedSplit = typer.Option(EmbedSplit.probe, "--split", help="probe (training files) or test "
                                      "(held-out files, where the data has an official split)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),

@@ -35,107 +35,149 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
 class ModelConfig:
     """ViT encoder over tokens."""
 
-    dim: int = bounded(384, ge=8)
-    depth: int = bounded(12, ge=1)
-    heads: int = bounded(6, ge=1)
-    mlp_ratio: float = bounded(4.0, gt=0)
-    drop_path: float = bounded(0.0, ge=0, lt=1)
-    cls_token: bool = False
+    dim: int = bounded(384, ge=8)  # token width D
+    depth: int = bounded(12, ge=1)  # transformer blocks
+    heads: int = bounded(6, ge=1)  # attention heads (D must divide by it)
+    mlp_ratio: float = bounded(4.0, gt=0)  # MLP hidden width / D
+    drop_path: float = bounded(0.0, ge=0, lt=1)  # stochastic depth rate of the last block (linear from 0)
+    cls_token: bool = False  # prepend a learnable CLS token
     pos_every_block: bool = False  # Point-MAE adds the position embedding before every block
+    norm_eps: float = bounded(1e-6, gt=0)  # LayerNorm eps (MAE, VideoMAE)
+    layer_scale: float | None = bounded(None, gt=0)  # LayerScale init value (CaiT); None = off
+    num_registers: int = bounded(0, ge=0)  # register tokens (Darcet et al. 2024)
 
 
 @dataclass
-class MaskConfig:
-    """Masker name (see :mod:`mpt.masking`) and its parameters; unused ones are ignored."""
+class Choice:
+    """A component chosen by name from a registry (:mod:`mpt.registry`) with its validated parameters.
 
-    name: Literal["random", "block", "tube", "multiblock", "point_block"] = "random"
-    ratio: float = bounded(0.75, gt=0, lt=1)
-    num_targets: int = bounded(4, ge=1)
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
+    In YAML it is one mapping, ``{name: random, ratio: 0.75}`` (or just the name, ``chamfer``);
+    ``params`` is an instance of the component's config dataclass (None when it takes none).
+    """
+
+    name: str
+    params: Any = None
+
+    def __getattr__(self, key: str) -> Any:  # cfg.mask.ratio reads the parameter
+        params = self.__dict__.get("params")
+        if params is not None and not key.startswith("__") and hasattr(params, key):
+            return getattr(params, key)
+        raise AttributeError(key)
+
+
+def choice(registry: str, name: str, **params: Any) -> Any:
+    """A dataclass field holding a :class:`Choice` of ``registry`` ("maskers", "targets"), default ``name``."""
+    return field(default_factory=lambda: make_choice(registry, name, params, ""),
+                 metadata={"registry": registry})
+
+
+def make_choice(registry: str, name: str, params: dict[str, Any], key: str,
+                extra: dict[str, Any] | None = None) -> Choice:
+    """Look ``name`` up in ``registry`` and validate ``params`` with its config (errors name ``key``)."""
+    from mpt.registry import REGISTRIES
+
+    item = REGISTRIES[registry].get(name, _join(key, "name"), extra)
+    if item.config is None:
+        if params:
+            raise ConfigError(_join(key, sorted(params)[0]), f"{registry[:-1]} '{name}' takes no parameters")
+        return Choice(name)
+    return Choice(name, parse(item.config, params, key))
 
 
 @dataclass
 class MAEConfig:
-    """Masked autoencoder (He et al. 2022): decoder and reconstruction target."""
+    """Masked autoencoder (He et al. 2022): masker, decoder and reconstruction target."""
 
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    target: str = "patch"
-    norm_target: bool = True  # MAE's norm_pix_loss, for the "patch" target
+    mask: Choice = choice("maskers", "random")  # masker name (see the masker sections)
+    target: Choice = choice("targets", "patch")  # reconstruction target name (see the target sections)
     # drop: hidden tokens are removed from the encoder input and a decoder fills them in (MAE);
     # zero: they keep their place with zeroed contents and a linear head on the encoder output
     # predicts them (PatchTST, SimMIM) — the decoder_* settings are then unused.
-    masked_tokens: Literal["drop", "zero"] = "drop"
-    decoder_dim: int = bounded(512, ge=8)
-    decoder_depth: int = bounded(8, ge=1)
-    decoder_heads: int = bounded(16, ge=1)
+    masked_tokens: Literal["drop", "zero"] = "drop"  # drop: MAE encoder on visible tokens; zero: PatchTST/SimMIM in place
+    decoder_dim: int = bounded(512, ge=8)  # decoder width
+    decoder_depth: int = bounded(8, ge=1)  # decoder blocks
+    decoder_heads: int = bounded(16, ge=1)  # decoder attention heads
+    decoder_window: list[int] | None = None  # local attention windows on the token grid (AudioMAE's decoder)
 
 
 @dataclass
 class JEPAConfig:
-    """Joint-embedding predictive architecture (Assran et al. 2023): predictor and EMA teacher."""
+    """Joint-embedding predictive architecture (Assran et al. 2023): predictor and EMA teacher.
 
-    mask: MaskConfig = field(default_factory=lambda: MaskConfig(name="multiblock"))
-    predictor_dim: int = bounded(384, ge=8)
-    predictor_depth: int = bounded(6, ge=1)
-    predictor_heads: int = bounded(6, ge=1)
-    ema: tuple[float, float] = (0.996, 1.0)
-    loss: Literal["smooth_l1", "l2"] = "smooth_l1"
+    ``export``: which encoder becomes ``encoder/`` — "target" (the EMA teacher, as I-JEPA and V-JEPA
+    evaluate) or "context" (the student); the encoder card records it.
+    """
+
+    mask: Choice = choice("maskers", "multiblock")  # masker name (see the masker sections)
+    predictor_dim: int = bounded(384, ge=8)  # predictor width
+    predictor_depth: int = bounded(6, ge=1)  # predictor blocks
+    predictor_heads: int = bounded(6, ge=1)  # predictor attention heads
+    ema: tuple[float, float] = (0.996, 1.0)  # teacher momentum, linear from first to second over the run
+    loss: Literal["smooth_l1", "l2", "l1"] = "smooth_l1"  # smooth_l1 (I-JEPA), l2, l1 (V-JEPA)
+    export: Literal["target", "context"] = "target"  # encoder written to encoder/: EMA target or context encoder
 
 
 @dataclass
 class OptimConfig:
     """AdamW with linear warm-up then cosine decay, stepped per optimizer step."""
 
-    lr: float = bounded(1.5e-4, gt=0)
-    min_lr: float = bounded(0.0, ge=0)
-    weight_decay: float = bounded(0.05, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int | None = bounded(None, ge=0)
-    warmup_epochs: float | None = bounded(None, ge=0)
-    grad_clip: float | None = bounded(None, gt=0)
-    accumulate: int = bounded(1, ge=1)
+    lr: float = bounded(1.5e-4, gt=0)  # peak learning rate (absolute, not scaled by batch size)
+    min_lr: float = bounded(0.0, ge=0)  # learning rate at the end of the cosine
+    weight_decay: float = bounded(0.05, ge=0)  # AdamW weight decay (none on norms, biases, tokens, position tables)
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas (MAE)
+    warmup_steps: int | None = bounded(None, ge=0)  # linear warm-up length in optimiser steps
+    warmup_epochs: float | None = bounded(None, ge=0)  # warm-up in epochs instead (exclusive with warmup_steps)
+    grad_clip: float | None = bounded(None, gt=0)  # clip the gradient norm to this; None = no clipping
+    accumulate: int = bounded(1, ge=1)  # micro-batches per optimiser step
 
 
 @dataclass
 class TrainConfig:
     """Loop length, logging and checkpointing."""
 
-    batch_size: int = bounded(32, ge=1)
-    max_steps: int | None = bounded(None, ge=1)
-    epochs: float | None = bounded(None, gt=0)
-    precision: Literal["no", "bf16", "fp16"] = "no"
-    seed: int = 0
-    log_every: int = bounded(10, ge=1)
+    batch_size: int = bounded(32, ge=1)  # samples per step and process
+    max_steps: int | None = bounded(None, ge=1)  # run length in optimiser steps
+    epochs: float | None = bounded(None, gt=0)  # run length in epochs instead (exclusive with max_steps)
+    precision: Literal["no", "bf16", "fp16"] = "no"  # mixed precision (bf16 needs AVX512-BF16/AMX on CPU to be fast)
+    seed: int = 0  # seed of every random draw (data order, masks, augmentation, init)
+    log_every: int = bounded(10, ge=1)  # steps between metrics.jsonl lines
     figure_every: int | None = bounded(None, ge=1)  # default: every log_every steps, and the last step
-    checkpoint_every: int | None = bounded(None, ge=1)
-    keep_last: int = bounded(2, ge=1)
-    num_workers: int = bounded(0, ge=0)
-    log_with: Literal["none", "tensorboard", "wandb"] = "none"
+    checkpoint_every: int | None = bounded(None, ge=1)  # steps between checkpoints (and the last step)
+    keep_last: int = bounded(2, ge=1)  # checkpoints kept
+    num_workers: int = bounded(0, ge=0)  # DataLoader worker processes
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"  # experiment tracker
 
 
 @dataclass
 class Config:
     """The whole resolved run configuration (what ``OUT/config.yaml`` holds)."""
 
-    modality: str
+    modality: str  # modality name (set by --modality)
     data: Any
     tokenizer: Any
-    recipe: str = ""
-    objective: Literal["mae", "jepa"] = "mae"
+    recipe: str = ""  # recipe name (set by --recipe)
+    objective: str = "mae"  # objective name (mae, jepa or a plugin's; see mpt list)
     model: ModelConfig = field(default_factory=ModelConfig)
-    mae: MAEConfig = field(default_factory=MAEConfig)
-    jepa: JEPAConfig = field(default_factory=JEPAConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # one section per registered objective named in the config (``mae:``, ``jepa:``, a plugin's)
+    objectives: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objective_config(self) -> Any:
+        """The section of the chosen objective (``cfg.objectives[cfg.objective]``)."""
+        return self.objectives[self.objective]
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
+        out = to_plain(self)
+        out.update(out.pop("objectives"))
+        return out
 
 
 def to_plain(obj: Any) -> Any:
     """Dataclasses / tuples → plain dicts / lists, ready for YAML or JSON."""
+    if isinstance(obj, Choice):
+        return {"name": obj.name, **(to_plain(obj.params) if obj.params is not None else {})}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -145,11 +187,13 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def parse(cls: Any, data: Any, prefix: str = "", overrides: dict[str, type] | None = None) -> Any:
+def parse(cls: Any, data: Any, prefix: str = "", overrides: dict[str, type] | None = None,
+          context: dict[str, Any] | None = None) -> Any:
     """Build dataclass ``cls`` from ``data``, validating every key, type, choice and range.
 
     ``overrides`` maps a field name of ``cls`` to the dataclass to use for it (how ``Config``
-    gets the plugin's ``data``/``tokenizer`` types).
+    gets the plugin's ``data``/``tokenizer`` types). ``context["targets"]`` adds a modality's own
+    MAE targets to the target registry for :class:`Choice` fields.
     """
     if data is None:
         data = {}
@@ -167,11 +211,14 @@ def parse(cls: Any, data: Any, prefix: str = "", overrides: dict[str, type] | No
         if name not in data:
             if dataclasses.is_dataclass(hint) and (f.default is dataclasses.MISSING
                                                      and f.default_factory is dataclasses.MISSING):
-                kwargs[name] = parse(hint, {}, key)
+                kwargs[name] = parse(hint, {}, key, context=context)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(key, "required key is missing")
             continue
-        value = _coerce(hint, data[name], key)
+        if hint is Choice:
+            value = _choice(f.metadata["registry"], data[name], key, context, f.default_factory().name)
+        else:
+            value = _coerce(hint, data[name], key, context)
         _check_range(f, value, key)
         kwargs[name] = value
     return cls(**kwargs)
@@ -181,11 +228,26 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _choice(registry: str, value: Any, key: str, context: dict[str, Any] | None, default: str) -> Choice:
+    """``name`` or ``{name: ..., **params}`` (no name: the field's ``default``) → a validated :class:`Choice`."""
+    if isinstance(value, Choice):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if isinstance(value, dict) and "name" not in value:
+        value = {"name": default, **value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConfigError(key, f"expected a name or a mapping with a 'name' key, got {value!r}")
+    params = {k: v for k, v in value.items() if k != "name"}
+    extra = (context or {}).get(registry)
+    return make_choice(registry, value["name"], params, key, extra)
+
+
+def _coerce(hint: Any, value: Any, key: str, context: dict[str, Any] | None = None) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return parse(hint, value, key)
+        return parse(hint, value, key, context=context)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -243,10 +305,16 @@ def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
 
 
 def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """``other`` over ``base``, recursively for nested mappings (neither is modified)."""
+    """``other`` over ``base``, recursively for nested mappings (neither is modified).
+
+    A mapping of ``other`` that names another component (``{name: block}`` over ``{name: random,
+    ratio: 0.75}``) replaces the one below instead of merging: the parameters of the old choice
+    do not carry over to the new one."""
     out = dict(base)
     for k, v in other.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        below = out.get(k)
+        renamed = isinstance(v, dict) and isinstance(below, dict) and "name" in v and v["name"] != below.get("name")
+        out[k] = deep_merge(below, v) if isinstance(v, dict) and isinstance(below, dict) and not renamed else v
     return out
 
 
@@ -323,12 +391,48 @@ def build_config(modality: Modality, recipe: str | None = None, config_file: Pat
         raw = merge_layer(raw, layer)
     raw["modality"] = modality.name
     raw.setdefault("recipe", name)
-    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
+    cfg = parse_config(raw, modality)
     for section, a, b in EXCLUSIVE:
         values = getattr(cfg, section)
         if getattr(values, a) is not None and getattr(values, b) is not None:
             raise ConfigError(f"{section}.{b}", f"set either {section}.{a} or {section}.{b}, not both")
     return cfg
+
+
+def parse_config(raw: dict[str, Any], modality: Modality) -> Config:
+    """A merged config dict → :class:`Config`: the modality's ``data``/``tokenizer`` sections, and one
+    section per registered objective present (the chosen one is always there, with defaults)."""
+    from mpt.registry import OBJECTIVES
+
+    raw = dict(raw)
+    known = OBJECTIVES.names()
+    chosen = raw.get("objective", "mae")
+    if not isinstance(chosen, str):
+        raise ConfigError("objective", f"expected an objective name, got {chosen!r}")
+    OBJECTIVES.get(chosen, "objective")
+    context = {"targets": target_choices(modality)}
+    sections = {name: raw.pop(name) for name in known if name in raw}
+    sections.setdefault(chosen, {})
+    fields = [f.name for f in dataclasses.fields(Config) if f.name != "objectives"]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown key; allowed keys: {', '.join(fields + known)}")
+    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config},
+                context=context)
+    for name, section in sections.items():
+        spec = OBJECTIVES.get(name, "objective")
+        cfg.objectives[name] = parse(spec.config, section, name, context=context)
+    return cfg
+
+
+def target_choices(modality: Modality) -> dict[str, Any]:
+    """A modality's own MAE targets as registry entries (a Target class or a Registered each)."""
+    from mpt.registry import Registered
+
+    out = {}
+    for name, t in modality.targets().items():
+        out[name] = t if isinstance(t, Registered) else Registered(name, lambda params, _t=t: _t())
+    return out
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

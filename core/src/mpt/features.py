@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import os
 import re
 import sys
@@ -24,19 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mpt.config import merge_layer, parse, parse_set
-from mpt.contract import Modality, Sample, SampleDataset
+from mpt.config import merge_layer, parse, parse_set, to_plain
+from mpt.contract import Batch, Modality, Sample, SampleDataset, collate_samples, iter_samples
 from mpt.errors import ConfigError, DataError, MptError
 from mpt.files import label_key
 
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
 
-POOLS = ("mean", "cls", "channels")
-INDEX_SUFFIX = re.compile(r"#\d+$")  # "file.ts#3": series 3 of a file holding several
+POOLS = ("mean", "cls", "groups")
+INDEX_SUFFIX = re.compile(r"#[^#/\\]+$")  # "FILE#PART": a part of a file (Sample.source)
 _HEADER_PATH = ("path", "file", "filename", "source")
 _HEADER_LABEL = ("label", "class", "target", "y")
 
@@ -71,45 +73,47 @@ class Features:
                         unlabelled=self.unlabelled)
 
 
-def stack_collate(samples: list[Sample]) -> Tensor:
-    """``Modality.collate``'s default: the samples' inputs stacked."""
-    return torch.stack([s.input for s in samples])
-
-
 def check_pool(encoder: Backbone, pool: str) -> None:
     """A ValueError for an unknown pool, an MptError for ``cls`` on an encoder without a CLS token."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
-    if pool == "cls" and not encoder.encoder.num_prefix:
+    if pool == "cls" and encoder.encoder.cls_token is None:
         raise MptError("this encoder has no CLS token (its card says encoder.cls_token: false): "
                        "use --pool mean")
 
 
-def pool_output(encoder: Backbone, batch: Tensor, pool: str = "mean") -> Tensor:
-    """``[B, D]`` features of a raw batch.
+def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean") -> Tensor:
+    """``[B, D]`` (``groups``: ``[B, G·D]``) features of a raw batch.
 
     ``mean``: the mean over the valid (non-padding) tokens, CLS excluded — ``out.pooled`` when the
     encoder has no CLS token; ``cls``: the CLS token's output (averaged over the rows of a sample when
     a tokenizer folds channels into the batch), an error when the encoder has no CLS token;
-    ``channels``: when a tokenizer folds C channels into the batch (PatchTST's channel
-    independence), the mean over each channel's valid tokens, concatenated → ``[B, C·D]`` (the mean
-    pool would average the channels together and lose which channel did what); ``mean`` otherwise.
+    ``groups``: the mean over each token group's valid tokens, concatenated in group order — the G
+    rows a tokenizer folds into the batch (PatchTST's channel independence: the mean pool would
+    average the channels together and lose which channel did what) or the G ``groups`` ids of the
+    tokens (band groups); ``mean`` when the tokens form one group.
     """
     check_pool(encoder, pool)
-    prefix = encoder.encoder.num_prefix
+    has_cls = encoder.encoder.cls_token is not None
     out = encoder(batch)
-    if pool == "cls" or (pool == "mean" and not prefix):
+    if pool == "cls" or (pool == "mean" and not has_cls):
         return out.pooled  # the CLS token with a prefix, the mean over valid tokens without one
-    b, rows = out.tokens.shape[0], (out.rows_per_sample if pool == "channels" else 1)
-    feats = out.tokens.reshape(b, rows, -1, out.tokens.shape[-1])  # [B, rows, tokens per row, D]
-    if out.valid is None:
-        return feats.mean(dim=2).flatten(1)
-    w = out.valid.reshape(b, rows, -1).to(feats.dtype).unsqueeze(-1)
+    b, d = out.tokens.shape[0], out.tokens.shape[-1]
+    valid = out.valid if out.valid is not None else torch.ones(out.tokens.shape[:2], dtype=torch.bool,
+                                                               device=out.tokens.device)
+    if pool == "groups" and out.rows_per_sample == 1 and out.groups is not None:
+        onehot = F.one_hot(out.groups.long(), int(out.groups.max()) + 1).to(out.tokens.dtype)  # [B, N, G]
+        w = onehot * valid.unsqueeze(-1).to(onehot.dtype)
+        sums = torch.einsum("bng,bnd->bgd", w, out.tokens)
+        return (sums / w.sum(1).unsqueeze(-1).clamp_min(1)).flatten(1)
+    rows = out.rows_per_sample if pool == "groups" else 1
+    feats = out.tokens.reshape(b, rows, -1, d)  # [B, rows, tokens per row, D]
+    w = valid.reshape(b, rows, -1).to(feats.dtype).unsqueeze(-1)
     return ((feats * w).sum(2) / w.sum(2).clamp_min(1)).flatten(1)
 
 
 def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: int = 64, pool: str = "mean",
-                     collate: Callable[[list[Sample]], Tensor] | None = None, progress: bool = True,
+                     collate: Callable[[list[Sample]], Batch] | None = None, progress: bool = True,
                      device: str | torch.device = "cpu") -> Features:
     """Run ``encoder`` (moved to ``device``, in eval mode, without gradients or masking) over every
     sample of ``dataset`` in order, ``batch_size`` at a time (progress bar on stderr).
@@ -121,10 +125,8 @@ def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: i
     check_pool(encoder, pool)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    collate = collate or stack_collate
-    n = len(dataset)
-    if n == 0:
-        raise DataError("dataset", "no samples")
+    collate = collate or collate_samples
+    n = len(dataset) if hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
     was_training = encoder.training
     encoder.to(device).eval()
     chunks: list[np.ndarray] = []
@@ -133,8 +135,8 @@ def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: i
     try:
         with torch.no_grad(), tqdm(total=n, desc="features", unit="sample", file=sys.stderr,
                                    disable=not progress, leave=False) as bar:
-            for start in range(0, n, batch_size):
-                samples = [dataset[i] for i in range(start, min(start + batch_size, n))]
+            stream = iter_samples(dataset)
+            while samples := list(itertools.islice(stream, batch_size)):
                 batch = collate(samples).to(device)
                 chunks.append(pool_output(encoder, batch, pool).float().cpu().numpy())
                 sources += [s.source for s in samples]
@@ -142,6 +144,9 @@ def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: i
                 bar.update(len(samples))
     finally:
         encoder.train(was_training)
+    if not chunks:
+        raise DataError("dataset", "no samples")
+    n = len(sources)
     x = np.concatenate(chunks).astype(np.float32, copy=False)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
@@ -158,28 +163,25 @@ def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: i
 def data_config(card: dict[str, Any], modality: Modality, data_sets: Sequence[str] = ()) -> Any:
     """The card's ``data`` section with ``data.key=value`` overrides, validated (errors name the key).
 
-    ``data.repeats`` (pretraining's epoch length) is reset to 1 unless an override sets it: features
-    are read once per file by default.
+    The card's config first goes through :meth:`Modality.downstream_data` (e.g. each file read once
+    instead of ``repeats`` times), then the overrides apply.
     """
-    raw: dict[str, Any] = dict(card.get("data") or {})
-    user_keys: set[str] = set()
+    names = {f.name for f in dataclasses.fields(modality.data_config)}
+    saved: dict[str, Any] = dict(card.get("data") or {})
+    stale = sorted(set(saved) - names)
+    if stale:  # a card written by another version of the plugin
+        warnings.warn(f"ignoring data keys of the encoder card that this plugin does not know: {', '.join(stale)}",
+                      stacklevel=2)
+    base = parse(modality.data_config, {k: v for k, v in saved.items() if k not in stale}, "data")
+    raw: dict[str, Any] = to_plain(modality.downstream_data(base))
     for assignment in data_sets:
         layer = parse_set(assignment)
         top = next(iter(layer))
         if top != "data" or not isinstance(layer[top], dict):
             raise ConfigError(assignment.split("=", 1)[0].strip(),
                               "only data.* keys can be set here (e.g. --set data.context=128)")
-        user_keys |= set(layer["data"])
         raw = merge_layer({"data": raw}, layer)["data"]
-    names = {f.name for f in dataclasses.fields(modality.data_config)}
-    if "repeats" in names and "repeats" not in user_keys:
-        raw["repeats"] = 1
-    stale = sorted(set(raw) - names - user_keys)
-    if stale:  # a card written by another version of the plugin
-        warnings.warn(f"ignoring data keys of the encoder card that this plugin does not know: {', '.join(stale)}",
-                      stacklevel=2)
-    known = {k: v for k, v in raw.items() if k not in stale}
-    return parse(modality.data_config, known, "data")
+    return parse(modality.data_config, raw, "data")
 
 
 def open_dataset(card: dict[str, Any], path: str | PathLike[str] | None, split: str,

@@ -1,16 +1,22 @@
-"""Data files: finding them under a path and reading them all, skipping bad ones on request.
+"""Data files: finding them under a path, checking them, and opening them when an item is read.
 
 Every modality reads files the same way — a file or a folder searched recursively, one reader
 per file, a :class:`~mpt.errors.DataError` naming the file for anything unusable — so that logic
-lives here and a plugin supplies only its extensions and its reader.
+lives here and a plugin supplies only its extensions, a cheap check and its reader.
+
+:class:`LazyFiles` is how a dataset holds its files: the list of paths, each file checked once at
+construction by the plugin's ``check`` (a header read, or a streaming read that keeps nothing, so at
+most one file is in memory) and opened by ``read`` when an item needs it, with a small LRU cache.
+A folder of thousands of large volumes is thus never read into RAM at construction.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -61,6 +67,56 @@ def read_all(path: str | Path, files: Sequence[Path], read: Callable[[Path], T],
         raise DataError(path, f"no usable {kind} file ({len(skipped)} skipped: "
                               + "; ".join(f"{p}: {r}" for p, r in skipped[:3]) + ")")
     return items, used, skipped
+
+
+class LazyFiles(Generic[T]):
+    """The usable files of a dataset, opened on access.
+
+    ``check(file)`` (optional) runs once per file at construction and raises DataError for an unusable
+    one: it stops everything or, with ``skip_bad_files``, the file is recorded in ``skipped`` as
+    ``(file, reason)``; whatever it returns is kept in ``info`` (a length, a shape: what indexing
+    needs, never the data). ``lazy[i]`` is ``read(files[i])``, the last ``cache`` results kept (LRU);
+    a DataError there names the file. No usable file at all is a DataError on ``path``.
+    """
+
+    def __init__(self, path: str | Path, files: Sequence[Path], read: Callable[[Path], T], *,
+                 check: Callable[[Path], object] | None = None, skip_bad_files: bool = False,
+                 kind: str = "data", cache: int = 64, progress: bool = True) -> None:
+        self.read, self.cache_size = read, cache
+        self.files: list[Path] = []
+        self.info: list[object] = []
+        self.skipped: list[tuple[str, str]] = []
+        self._cache: OrderedDict[int, T] = OrderedDict()
+        for f in tqdm(files, desc=f"checking {Path(path).name or path}", unit="file", file=sys.stderr,
+                      disable=not progress or check is None or len(files) < 2, leave=False):
+            try:
+                self.info.append(check(f) if check is not None else None)
+            except DataError as exc:
+                if not skip_bad_files:
+                    raise
+                self.skipped.append((str(f), exc.reason))
+                continue
+            self.files.append(f)
+        if not self.files:
+            raise DataError(path, f"no usable {kind} file ({len(self.skipped)} skipped: "
+                                  + "; ".join(f"{p}: {r}" for p, r in self.skipped[:3]) + ")")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> T:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        item = self.read(self.files[index])
+        if self.cache_size > 0:
+            self._cache[index] = item
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return item
+
+    def __getstate__(self) -> dict[str, object]:  # DataLoader workers start with an empty cache
+        return {**self.__dict__, "_cache": OrderedDict()}
 
 
 def label_key(label: str) -> tuple[int, float | str]:

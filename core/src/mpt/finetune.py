@@ -31,18 +31,17 @@ from typing import Any, Literal, cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mpt.backbone import Backbone
-from mpt.contract import Sample, SampleDataset
+from mpt.contract import Batch, Sample, SampleDataset, collate_samples
 from mpt.errors import ConfigError, DataError
 from mpt.features import check_pool, open_dataset, pool_output
+from mpt.loop import batches, make_accelerator, open_loader, optimize, set_lr
 from mpt.optim import lr_at, param_groups
-from mpt.trainer import EpochSampler
 
 __all__ = ["Classifier", "FinetuneResult", "finetune", "finetune_from_path", "layer_decay_groups",
            "set_drop_path"]
@@ -79,7 +78,7 @@ class Classifier(nn.Module):
         trunc_normal_(self.head.weight, std=2e-5)  # MAE main_finetune.py: "manually initialize fc layer"
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, batch: Tensor) -> Tensor:
+    def forward(self, batch: Batch | Tensor) -> Tensor:
         return self.head(self.dropout(self.norm(pool_output(self.encoder, batch, self.pool))))
 
 
@@ -141,12 +140,13 @@ class FinetuneResult:
 
 
 class LabelledCollate:
-    """``samples`` → ``(modality batch, labels [B])``; a missing or out-of-range label is a DataError."""
+    """``samples`` → the modality's :class:`~mpt.contract.Batch` with ``labels`` ``[B]``; a missing or
+    out-of-range label is a DataError naming the sample."""
 
-    def __init__(self, collate: Callable[[list[Sample]], Tensor] | None, num_classes: int) -> None:
-        self.collate, self.num_classes = collate, num_classes
+    def __init__(self, collate: Callable[[list[Sample]], Batch] | None, num_classes: int) -> None:
+        self.collate, self.num_classes = collate or collate_samples, num_classes
 
-    def __call__(self, samples: list[Sample]) -> tuple[Tensor, Tensor]:
+    def __call__(self, samples: list[Sample]) -> Batch:
         for s in samples:
             if s.label is None:
                 raise DataError(s.source or "dataset", "sample without a class label; fine-tuning needs labelled "
@@ -154,12 +154,13 @@ class LabelledCollate:
             if not 0 <= s.label < self.num_classes:
                 raise DataError(s.source or "dataset", f"label {s.label} outside 0..{self.num_classes - 1} "
                                                        f"(num_classes={self.num_classes})")
-        x = self.collate(samples) if self.collate else torch.stack([s.input for s in samples])
-        return x, torch.tensor([int(cast(int, s.label)) for s in samples])
+        batch = self.collate(samples)
+        batch.labels = torch.tensor([int(cast(int, s.label)) for s in samples])
+        return batch
 
 
 def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleDataset | None = None, *,
-             num_classes: int, collate: Callable[[list[Sample]], Tensor] | None = None, epochs: int = 50,
+             num_classes: int, collate: Callable[[list[Sample]], Batch] | None = None, epochs: int = 50,
              batch_size: int = 32, lr: float = 1e-3, min_lr: float = 1e-6, layer_decay: float = 0.75,
              drop_path: float = 0.1, weight_decay: float = 0.05, warmup_epochs: float = 5.0,
              label_smoothing: float = 0.1, grad_clip: float | None = None, pool: Literal["mean", "cls"] = "mean",
@@ -188,8 +189,7 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
     if len(train_data) and train_data[0].label is None:
         raise DataError(train_data[0].source or "training data", "no class labels; fine-tuning needs labelled "
                                                                   "data (class folders, or a format with labels)")
-    AcceleratorState._reset_state()  # the precision is a process-wide singleton (see mpt.trainer)
-    accelerator = Accelerator(mixed_precision=precision)
+    accelerator = make_accelerator(precision)
     torch.manual_seed(seed)
     model = Classifier(copy.deepcopy(encoder).train(), num_classes, pool=pool, head_norm=head_norm,
                        head_dropout=head_dropout)
@@ -197,58 +197,45 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
         model.encoder.requires_grad_(False)
     else:
         set_drop_path(model.encoder, drop_path)
-    groups = layer_decay_groups(model, lr, weight_decay, 1.0 if freeze_encoder else layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-
+    optimizer = torch.optim.AdamW(layer_decay_groups(model, lr, weight_decay, 1.0 if freeze_encoder else layer_decay),
+                                  lr=lr)
     labelled = LabelledCollate(collate, num_classes)
-    sampler = EpochSampler(len(train_data), seed, batch_size, accelerator.process_index, accelerator.num_processes)
-    steps_per_epoch = sampler.batches_per_epoch
-    if steps_per_epoch == 0:
-        raise DataError("training data", f"{len(train_data)} samples make no full batch of {batch_size} × "
-                                         f"{accelerator.num_processes} processes; lower batch_size")
-    train_loader = DataLoader(cast(Dataset, train_data), batch_size, sampler=sampler, collate_fn=labelled,
-                              drop_last=True)
-    eval_loader = None if eval_data is None else DataLoader(cast(Dataset, eval_data), batch_size,
-                                                            collate_fn=labelled)
+    data = open_loader(train_data, accelerator, batch_size, labelled, seed, what="training data")
+    steps_per_epoch = cast(int, data.batches_per_epoch)
+    eval_loader = None if eval_data is None else accelerator.prepare(
+        DataLoader(cast(Dataset, eval_data), batch_size, collate_fn=labelled))
     model, optimizer = accelerator.prepare(model, optimizer)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
     net = cast(Classifier, accelerator.unwrap_model(model))
+    net.encoder.encoder.configure_attention(accelerator.device)
     total, warmup = epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     history: list[dict[str, float]] = []
     bar = tqdm(total=total, desc="fine-tune" if not freeze_encoder else "linear probe", unit="step", file=sys.stderr,
                disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
+    losses: list[float] = []
     step = 0
-    for epoch in range(epochs):
-        sampler.set_epoch(epoch)
-        reseed = getattr(train_data, "reseed", None)
-        if reseed is not None:  # per-sample randomness (augmentation) as a function of (seed, epoch)
-            reseed(seed * 7919 + epoch)
-        model.train()
+    model.train()
+    for epoch, batch in batches(data, 0, seed):
         if freeze_encoder:
             net.encoder.eval()  # frozen features: no drop path, no dropout
-        losses = []
-        for x, y in train_loader:
-            x, y = x.to(accelerator.device), y.to(accelerator.device)
-            base_lr = lr_at(step, total, warmup, lr, min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * group["lr_scale"]
-            loss = criterion(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
+        base_lr = set_lr(optimizer, lr_at(step, total, warmup, lr, min_lr))
+        loss = criterion(model(batch).float(), batch.labels)
+        optimize(accelerator, model, loss, optimizer, grad_clip)
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if step % steps_per_epoch:
+            continue
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "lr": base_lr}
+        losses = []
         if eval_loader is not None:
             record.update(evaluate(model, eval_loader, accelerator))
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+            model.train()
         history.append(record)
+        if step >= total:
+            break
     bar.close()
     net.eval()
     best = max((h["accuracy"] for h in history), default=float("nan")) if eval_loader is not None else float("nan")
@@ -260,9 +247,9 @@ def evaluate(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> 
     """Cross-entropy, accuracy and balanced accuracy (mean recall over the classes present)."""
     model.eval()
     logits_all, labels_all = [], []
-    for x, y in loader:
-        logits = model(x.to(accelerator.device)).float()
-        logits, y = accelerator.gather_for_metrics((logits, y.to(accelerator.device)))
+    for batch in loader:
+        logits = model(batch).float()
+        logits, y = accelerator.gather_for_metrics((logits, batch.labels))
         logits_all.append(logits.cpu())
         labels_all.append(y.cpu())
     logits, labels = torch.cat(logits_all), torch.cat(labels_all)

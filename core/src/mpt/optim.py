@@ -9,8 +9,8 @@ from torch import nn
 
 from mpt.config import OptimConfig
 
-NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed")
-NO_DECAY_SUFFIXES = (".pos.table",)  # learned position tables (mpt.pos_embed.LearnedPosEmbed)
+NO_DECAY_NAMES = ("cls_token", "reg_token", "mask_token", "pos_embed")
+NO_DECAY_SUFFIXES = (".pos.table", ".pos.group.table")  # learned position and group tables (mpt.pos_embed)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -35,7 +35,9 @@ from mpt.pos_embed import RESAMPLE_MODES, LearnedPosEmbed, resample_pos_table
 from mpt.registry import get_modality, plugin_version
 
 FORMAT = "mpt-encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Encoder settings whose default changed since a card format: the value older cards were trained with.
+LEGACY_ENCODER_DEFAULTS = {1: {"norm_eps": 1e-5}}
 
 
 def dist_version(name: str) -> str:
@@ -45,8 +47,10 @@ def dist_version(name: str) -> str:
         return "unknown"
 
 
-def encoder_card(cfg: Config, backbone: Backbone, trained_on: dict[str, Any]) -> dict[str, Any]:
-    """The ``config.json`` describing ``backbone`` trained with ``cfg``."""
+def encoder_card(cfg: Config, backbone: Backbone, trained_on: dict[str, Any],
+                 objective: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` describing ``backbone`` trained with ``cfg``; ``objective`` holds the
+    objective's own entries (``Objective.card()``: e.g. which JEPA encoder was exported)."""
     tok = backbone.tokenizer
     return {
         "format": FORMAT,
@@ -60,7 +64,8 @@ def encoder_card(cfg: Config, backbone: Backbone, trained_on: dict[str, Any]) ->
         "encoder": to_plain(cfg.model),
         "num_params": sum(p.numel() for p in backbone.parameters()),
         "objective": cfg.objective,
-        "objective_config": to_plain(cfg.mae if cfg.objective == "mae" else cfg.jepa),
+        "objective_config": to_plain(cfg.objective_config),
+        **(objective or {}),
         "data": to_plain(cfg.data),
         "recipe": cfg.recipe,
         "trained_on": trained_on,
@@ -115,7 +120,8 @@ def card_configs(card: dict[str, Any], path: Path) -> tuple[Modality, Any, Model
     modality = get_modality(card["modality"])
     try:
         tok_cfg = parse(modality.tokenizer_config, card["tokenizer"]["config"], "tokenizer")
-        model_cfg = parse(ModelConfig, card["encoder"], "encoder")
+        legacy = LEGACY_ENCODER_DEFAULTS.get(int(card.get("format_version", FORMAT_VERSION)), {})
+        model_cfg = parse(ModelConfig, {**legacy, **card["encoder"]}, "encoder")
     except (ConfigError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path / 'config.json'}: card does not describe a valid encoder: {exc}") from None
     return modality, tok_cfg, model_cfg
@@ -177,7 +183,9 @@ def load_encoder(path: str | PathLike[str], device: str | torch.device = "cpu", 
         adapted = adapt_tokenizer_weights(weights, saved_tok, backbone.tokenizer, saved_cfg, tok_cfg, weights_file)
     backbone.load_state_dict(weights, strict=True)
     backbone.adapted = adapted
-    return backbone.to(device).eval()
+    backbone.to(device).eval()
+    backbone.encoder.configure_attention(torch.device(device))
+    return backbone
 
 
 def override_tokenizer(config_type: type, card: dict[str, Any], overrides: Mapping[str, Any]) -> Any:

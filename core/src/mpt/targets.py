@@ -7,12 +7,19 @@ the patch values of the masked tokens, optionally on per-token standardised valu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor
 
-from mpt.contract import Modality, Target
-from mpt.errors import ConfigError
+from mpt.contract import Target
+from mpt.registry import TARGETS, Registered
+
+
+@dataclass
+class PatchTargetConfig:
+    """``normalize``: MAE's ``norm_pix_loss`` (per-token standardised target)."""
+
+    normalize: bool = True
 
 
 class PatchTarget(Target):
@@ -41,12 +48,14 @@ class PatchTarget(Target):
             t = (t - mean) / std
         return t, observed
 
-    def loss(self, pred: Tensor, patches: Tensor) -> Tensor:
+    def loss(self, pred: Tensor, patches: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Mean squared error over the observed values, each weighted by its token's ``weight``."""
         t, observed = self._target(patches)
         err = (pred.float() - t).pow(2)
-        if bool(observed.all()):
+        if weight is None and bool(observed.all()):
             return err.mean()
-        return (err * observed).sum() / observed.sum().clamp_min(1)
+        w = observed.float() * (1.0 if weight is None else weight.float().unsqueeze(-1))
+        return (err * w).sum() / w.sum().clamp_min(1e-12)
 
     def reconstruct(self, pred: Tensor, patches: Tensor) -> Tensor:
         """Prediction in patch layout; with normalisation, mapped back with the true patch stats."""
@@ -59,11 +68,5 @@ class PatchTarget(Target):
         return out.reshape(patches.shape)
 
 
-def create_target(name: str, modality: Modality, normalize: bool) -> Target:
-    """Target ``name`` from the modality's targets or the core's (``patch``)."""
-    known: dict[str, Callable[[], Target]] = {"patch": lambda: PatchTarget(normalize)}
-    known.update(modality.targets())
-    if name not in known:
-        raise ConfigError("mae.target", f"unknown target '{name}' for {modality.name}; "
-                                        f"choose one of {', '.join(sorted(known))}")
-    return known[name]()
+TARGETS.register(Registered("patch", lambda params: PatchTarget(params.normalize), PatchTargetConfig,
+                            "MSE on the (per-token standardised) patch values (MAE)"))

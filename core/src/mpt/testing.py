@@ -30,7 +30,7 @@ import torch
 
 from mpt.backbone import build_backbone
 from mpt.config import Config, build_config
-from mpt.contract import PLUGIN_API, Mask, Modality, Sample, TokenSet
+from mpt.contract import PLUGIN_API, Batch, Mask, Modality, Sample, TokenSet, as_masks
 from mpt.errors import DataError
 from mpt.objectives import Objective
 from mpt.pretrained import encoder_card, load_encoder, save_encoder
@@ -59,14 +59,14 @@ class Kit:
         self.sets = tuple(sets)
         self.config: Config = self.make_config("mae")
         self.dataset = self.modality.dataset(None, "train", self.config.data)
-        self.batch = self.modality.collate([self.dataset[i] for i in range(2)])
+        self.batch: Batch = self.modality.collate([self.dataset[i] for i in range(2)])
 
     def make_config(self, objective: str, recipe: str | None = None) -> Config:
         return build_config(self.modality, recipe, None, self.sets, {**TINY_FLAGS, "objective": objective})
 
     def tokens(self) -> TokenSet:
         backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model)
-        return backbone.tokenizer.tokenize(self.batch)
+        return backbone.tokens(self.batch)
 
     # ----------------------------------------------------------------------------------- checks
 
@@ -90,29 +90,39 @@ class Kit:
     def check_demo_data(self) -> None:
         assert len(self.dataset) >= 2, "the embedded demo data must hold at least 2 samples"
         item = self.dataset[0]
-        assert isinstance(item, Sample) and isinstance(item.input, torch.Tensor), "items must be mpt.Sample"
-        assert torch.isfinite(item.input.float()).all(), "demo sample 0 holds NaN/Inf"
+        assert isinstance(item, Sample), "items must be mpt.Sample"
+        inputs = item.input.values() if isinstance(item.input, dict) else [item.input]
+        assert all(isinstance(x, torch.Tensor) for x in inputs), "Sample.input must be a tensor or named tensors"
+        if not getattr(build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer,
+                       "missing_values", False):
+            assert all(torch.isfinite(x.float()).all() for x in inputs), "demo sample 0 holds NaN/Inf"
+        assert isinstance(self.batch, Batch), "Modality.collate must return an mpt.Batch (PLUGIN_API 2)"
         if hasattr(self.dataset, "reseed"):
             self.dataset.reseed(1)
-            a, b = self.dataset[1].input, self.dataset[1].input
-            assert torch.equal(a, b), "an item must depend only on (seed, index)"
+            a, b = self.modality.collate([self.dataset[1]]), self.modality.collate([self.dataset[1]])
+            assert torch.equal(a.tensor if not isinstance(a.input, dict) else a.input[next(iter(a.input))],
+                               b.tensor if not isinstance(b.input, dict) else b.input[next(iter(b.input))]), \
+                "an item must depend only on (seed, index)"
 
     def check_tokenize(self) -> None:
         tokens = self.tokens()
-        assert tokens.batch_size == self.batch.shape[0] * tokens.rows_per_sample, \
+        assert tokens.batch_size == self.batch.batch_size * tokens.rows_per_sample, \
             "rows_per_sample rows of tokens per sample"
+        declared = build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer.patch_shape
+        assert tuple(declared) == tokens.patch_shape, (
+            f"the tokenizer declares patch_shape {tuple(declared)} but tokenize gives {tokens.patch_shape}")
         assert torch.isfinite(tokens.patches.float()).all() and torch.isfinite(tokens.coords.float()).all()
         assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
         assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"
 
-    def model(self, cfg: Config) -> tuple[Objective, TokenSet, Mask]:
-        """The objective ``cfg`` describes (seeded), the demo batch's tokens and a mask of them."""
+    def model(self, cfg: Config) -> tuple[Objective, TokenSet, list[Mask]]:
+        """The objective ``cfg`` describes (seeded), the demo batch's tokens and the masks of them."""
         from mpt.trainer import build_model
 
         torch.manual_seed(0)
-        model, masker = build_model(cfg, self.modality, self.batch)
-        tokens = model.backbone.tokenizer.tokenize(self.batch)
-        return model, tokens, masker(tokens, torch.Generator().manual_seed(0))
+        model, masker = build_model(cfg, self.modality)
+        tokens = model.backbone.tokens(self.batch)
+        return model, tokens, as_masks(masker(tokens, torch.Generator().manual_seed(0)))
 
     def check_objective(self, objective: str) -> None:
         model, tokens, mask = self.model(self.make_config(objective))
@@ -134,21 +144,23 @@ class Kit:
                 losses.append(model(tokens, mask).loss.item())
             masks.append(mask)
         assert losses[0] == losses[1], f"two seeded builds give losses {losses}"
-        assert torch.equal(masks[0].keep, masks[1].keep) and torch.equal(masks[0].pred, masks[1].pred)
+        assert all(torch.equal(a.keep, b.keep) and torch.equal(a.pred, b.pred) for a, b in zip(*masks, strict=True))
 
     def check_padding(self) -> None:
         """Tokens marked invalid (padding) must not change the features of the valid ones (eval mode)."""
         torch.manual_seed(0)
         backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model).eval()
-        tokens = backbone.tokenizer.tokenize(self.batch)
+        tokens = backbone.tokens(self.batch)
         prefix, n = backbone.encoder.num_prefix, tokens.num_tokens
         with torch.no_grad():
             base = backbone.encode(tokens)[:, prefix:]
             junk = torch.randn_like(tokens.patches.nan_to_num(0.0)) * 3
             valid = tokens.valid if tokens.valid is not None else torch.ones(tokens.patches.shape[:2], dtype=torch.bool)
+            twice = (lambda t: None if t is None else torch.cat([t, t.flip(1)], 1))
             padded = TokenSet(patches=torch.cat([tokens.patches, junk], 1),
                               coords=torch.cat([tokens.coords, tokens.coords.flip(1)], 1),
                               valid=torch.cat([valid, torch.zeros_like(valid)], 1),
+                              groups=twice(tokens.groups), weight=twice(tokens.weight),
                               rows_per_sample=tokens.rows_per_sample)
             out = backbone.encode(padded)[:, prefix : prefix + n]
         keep = valid.unsqueeze(-1).expand_as(base)
@@ -181,7 +193,7 @@ class Kit:
         loaded = load_encoder(path)
         with torch.no_grad():
             a, b = backbone(self.batch), loaded(self.batch)
-        assert a.tokens.shape == b.tokens.shape and a.pooled.shape == (self.batch.shape[0], cfg.model.dim)
+        assert a.tokens.shape == b.tokens.shape and a.pooled.shape == (self.batch.batch_size, cfg.model.dim)
         assert torch.allclose(a.tokens, b.tokens, atol=1e-5), "load_encoder gives other features"
 
     def check_figure(self, workdir: Path) -> None:

@@ -1,39 +1,43 @@
-"""The pretraining loop (Accelerate): tokenize → mask → objective → AdamW, with logs and checkpoints.
+"""Pretraining (Accelerate): normalise → augment → tokenize → mask → objective → AdamW, with logs,
+figures, checkpoints and the exported encoder.
 
-Every random draw of a step (mask, drop-path, the data order and per-sample augmentation) is a
-function of the seed and the step, so ``resume=True`` continues an interrupted run exactly: the loss
-at every later step equals that of an uninterrupted run with the same seed.
+:func:`pretrain` reads top to bottom as the steps of a run; each step is a named function below it.
+Every random draw of a step (mask, augmentation, drop-path, the data order and per-sample
+augmentation) is a function of the seed and the step, so ``resume=True`` continues an interrupted
+run exactly: the loss at every later step equals that of an uninterrupted run with the same seed
+(map-style datasets; an iterable dataset is replayed to its position, see :func:`mpt.loop.batches`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TextIO
 
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from mpt.backbone import Backbone, build_backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint, read_state, save_checkpoint
 from mpt.config import Config
-from mpt.contract import Mask, Masker, Modality, SampleDataset
+from mpt.contract import Batch, Mask, Masker, Modality, SampleDataset, TokenSet, as_masks
 from mpt.errors import ConfigError, DataError, TrainingError
-from mpt.masking import create_masker
-from mpt.objectives import JEPA, MAE, Objective
-from mpt.optim import create_optimizer, ema_momentum, lr_at
+from mpt.loop import Loader, batches, make_accelerator, open_loader, optimize, set_lr, step_seed
+from mpt.masking import check_masker, create_masker
+from mpt.objectives import Objective, ObjectiveOutput
+from mpt.optim import create_optimizer, lr_at
 from mpt.pretrained import dist_version, encoder_card, save_encoder
-from mpt.targets import create_target
+from mpt.registry import OBJECTIVES
+
+AUGMENT_SEED = 0x5EED_A06
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_KEYS = ("train.max_steps", "train.epochs", "train.log_every", "train.figure_every",
@@ -53,81 +57,283 @@ class RunResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     wall_s: float = 0.0
     main_process: bool = True  # False on the other processes of a multi-process run
+    resumed_finished: bool = False  # --resume on a run that had already reached its last step
 
 
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, cut to whole global batches, sharded across processes,
-    optionally starting ``skip_batches`` into the epoch (for exact resumption)."""
+def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = None, resume: bool = False,
+             skip_bad_files: bool = False, progress: bool = True) -> RunResult:
+    """Train ``cfg`` on ``data`` (or the modality's demo data), writing everything under ``out``."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    existing = check_out_folder(out, resume)
+    accelerator = make_run_accelerator(cfg, out)
+    dataset = open_training_data(modality, cfg, data, skip_bad_files)
+    cfg = fit_statistics(modality, dataset, cfg, progress and accelerator.is_main_process)
+    torch.manual_seed(cfg.train.seed)
+    objective, masker = build_model(cfg, modality)
+    optimizer = create_optimizer(objective, cfg.optim)
+    stream = open_loader(dataset, accelerator, cfg.train.batch_size, modality.collate, cfg.train.seed,
+                         cfg.train.num_workers, what=str(data or "demo data"))
+    total, warmup = schedule(cfg, stream)
+    step, first_loss = restore(existing, cfg, objective, optimizer) if resume else (0, None)
+    skipped = list(getattr(dataset, "skipped", []))
+    if accelerator.is_main_process:
+        write_run_files(out, cfg, step, skipped)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    model: Objective = accelerator.unwrap_model(objective)
+    configure_attention(model, accelerator.device)
+    log = RunLog(cfg, out, accelerator, total, step, progress)
+    figures: list[Path] = []
+    last_ckpt, start = (existing[-1] if existing else None), step
+    accumulate = cfg.optim.accumulate
+    micro_losses: list[float] = []
+    objective.train()
+    for epoch, batch in batches(stream, step * accumulate, cfg.train.seed) if step < total else ():
+        seed = step_seed(cfg.train.seed, step, len(micro_losses), accelerator.process_index)
+        torch.manual_seed(seed)
+        lr = set_lr(optimizer, lr_at(step, total, warmup, cfg.optim.lr, cfg.optim.min_lr))
+        tokens, masks = prepare_batch(model.backbone, modality, masker, batch, seed)
+        with accelerator.accumulate(objective):
+            result = objective(tokens, masks)
+            check_loss(result.loss, step, last_ckpt)
+            grad_norm = optimize(accelerator, objective, result.loss, optimizer, cfg.optim.grad_clip)
+        micro_losses.append(result.loss.item())
+        log.samples += batch.batch_size * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        step_loss = sum(micro_losses) / len(micro_losses)
+        micro_losses = []
+        first_loss = step_loss if first_loss is None else first_loss
+        model.step_end(step, total)
+        log.step(step, epoch, step_loss, lr, masks[0], result.logs, grad_norm, first=step == start + 1)
+        if accelerator.is_main_process and (step % log.figure_every == 0 or step == total):
+            figures.append(write_figure(model, modality, cfg, out, step, step_loss, batch, tokens, masks, result))
+        if accelerator.is_main_process and (
+                (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == total):
+            state = {"config": cfg.to_dict(), "first_loss": first_loss, "last_loss": step_loss}
+            last_ckpt = save_checkpoint(out / "checkpoints", step, model, optimizer, state, cfg.train.keep_last)
+        if step >= total:
+            break
+    log.close()
+    finished_before = start >= total
+    last_loss = log.last_loss if not finished_before else saved_last_loss(existing)
+    encoder_dir = export_encoder(model, cfg, modality, data, dataset, skipped, total, accelerator, out)
+    return RunResult(out=out, steps=step, first_loss=first_loss if first_loss is not None else float("nan"),
+                     last_loss=last_loss, encoder=encoder_dir, figures=figures, skipped=skipped,
+                     wall_s=time.perf_counter() - t0, main_process=accelerator.is_main_process,
+                     resumed_finished=finished_before)
 
-    def __init__(self, n: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.batch_size, self.rank, self.world = n, seed, batch_size, rank, world
-        self.epoch, self.skip = 0, 0
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.n // (self.batch_size * self.world)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip_batches
-
-    def __iter__(self):  # noqa: ANN204 - Sampler protocol
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)[: self.batches_per_epoch * self.batch_size * self.world]
-        mine = perm.view(-1, self.world, self.batch_size)[self.skip :, self.rank]
-        return iter(mine.reshape(-1).tolist())
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch - self.skip) * self.batch_size
+# ----------------------------------------------------------------------------------------------
+# the steps of a run
 
 
-def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**62)
+def check_out_folder(out: Path, resume: bool) -> list[Path]:
+    """The run folder's checkpoints; a ConfigError for a used folder without ``--resume`` or a
+    ``--resume`` without any checkpoint."""
+    existing = list_checkpoints(out / "checkpoints")
+    if existing and not resume:
+        raise ConfigError("--out", f"{out} already holds a run (checkpoint {existing[-1].name}); "
+                                   "pass --resume to continue it or choose another --out")
+    if resume and not existing:
+        raise ConfigError("--resume", f"no checkpoint under {out / 'checkpoints'} to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    return existing
 
 
-def build_objective(cfg: Config, modality: Modality, backbone: Backbone, patch_shape: tuple[int, ...]) -> Objective:
-    """The MAE or JEPA model a config describes around ``backbone``."""
-    if cfg.objective == "mae":
-        target = create_target(cfg.mae.target, modality, cfg.mae.norm_target)
-        return MAE(backbone, target, patch_shape, cfg.mae)
-    return JEPA(backbone, cfg.jepa)
-
-
-def build_model(cfg: Config, modality: Modality, batch: torch.Tensor) -> tuple[Objective, Masker]:
-    """A fresh backbone, the objective around it (its head sized by the tokens of ``batch``, a
-    collated sample batch) and the objective's masker — what every run trains."""
-    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
-    patch_shape = backbone.tokenizer.tokenize(batch[:1]).patch_shape
-    objective = build_objective(cfg, modality, backbone, patch_shape)
-    return objective, create_masker(cfg.mae.mask if cfg.objective == "mae" else cfg.jepa.mask)
-
-
-def make_accelerator(cfg: Config, out: Path) -> Accelerator:
+def make_run_accelerator(cfg: Config, out: Path) -> Accelerator:
     log_with = cfg.train.log_with
     if log_with != "none" and importlib.util.find_spec(log_with) is None:
         raise ConfigError("train.log_with", f"'{log_with}' is not installed; "
                                             f"pip install 'mpt-core[{log_with}]' or use --log-with none")
-    # Accelerate keeps the mixed precision in a process-wide singleton that refuses a change: clear the
-    # previous run's (the process group stays) so a later run in this process may use another precision.
-    AcceleratorState._reset_state()
-    try:
-        # several processes without a GPU (torchrun, accelerate launch): data parallel on CPUs over gloo
-        multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        accelerator = Accelerator(cpu=multi_cpu, mixed_precision=cfg.train.precision,
-                                  gradient_accumulation_steps=cfg.optim.accumulate,
-                                  log_with=None if log_with == "none" else log_with, project_dir=str(out))
-    except ValueError as exc:  # e.g. fp16 without a GPU
-        raise ConfigError("train.precision", f"{cfg.train.precision!r} is not available here: {exc} "
-                                             "(on CPU use bf16 or no)") from None
-    if cfg.train.precision == "bf16" and accelerator.device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("this CPU has no native bf16 matrix units (AVX512-BF16 / AMX): bf16 is emulated and "
-                      "several times slower than --precision no here", stacklevel=2)
+    accelerator = make_accelerator(cfg.train.precision, cfg.optim.accumulate, log_with, str(out))
+    if log_with != "none":
+        # trackers take scalars only (TensorBoard hparams): lists and None become text
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat(cfg.to_dict()).items()}
+        accelerator.init_trackers("mpt", config=hparams)
     return accelerator
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: True)() for name in probes)
+def open_training_data(modality: Modality, cfg: Config, data: Path | None, skip_bad_files: bool) -> SampleDataset:
+    """The modality's "train" split of ``data`` (its demo data when None)."""
+    try:
+        return modality.dataset(data, "train", cfg.data, skip_bad_files=skip_bad_files)
+    except DataError as exc:
+        if skip_bad_files or data is None or Path(exc.path) == Path(data):
+            raise
+        raise DataError(exc.path, f"{exc.reason} (or pass --skip-bad-files to skip such files)") from None
+
+
+def fit_statistics(modality: Modality, dataset: SampleDataset, cfg: Config, progress: bool) -> Config:
+    """``cfg`` with the tokenizer config :meth:`Modality.fit` completes from the training data."""
+    fitted = modality.fit(dataset, cfg.tokenizer, progress)
+    if fitted is cfg.tokenizer or fitted == cfg.tokenizer:
+        return cfg
+    if type(fitted) is not type(cfg.tokenizer):
+        raise TypeError(f"{type(modality).__name__}.fit must return a {type(cfg.tokenizer).__name__}, "
+                        f"got {type(fitted).__name__}")
+    return dataclasses.replace(cfg, tokenizer=fitted)
+
+
+def build_model(cfg: Config, modality: Modality) -> tuple[Objective, Masker]:
+    """A fresh backbone, the objective around it and the objective's masker — what every run trains.
+
+    Everything is sized from the config (the tokenizer's declared ``patch_shape``); no data is read.
+    A masker that needs a token grid the tokenizer does not make is a ConfigError here, before training.
+    """
+    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
+    section = cfg.objective_config
+    key = f"{cfg.objective}.mask"
+    check_masker(section.mask, type(backbone.tokenizer).grid_axes, key, f"the {modality.name} tokenizer")
+    objective = OBJECTIVES.get(cfg.objective, "objective").build(section, backbone, modality)
+    return objective, create_masker(section.mask, key)
+
+
+def schedule(cfg: Config, stream: Loader) -> tuple[int, int]:
+    """Total optimiser steps and warm-up steps of the run."""
+    tc, oc = cfg.train, cfg.optim
+    per_epoch = stream.batches_per_epoch
+    if per_epoch is None and (tc.max_steps is None or oc.warmup_epochs is not None):
+        raise ConfigError("train.max_steps", "an iterable (streaming) dataset has no epoch length: set "
+                                             "train.max_steps and optim.warmup_steps")
+    steps_per_epoch = max(1, (per_epoch or 1) // oc.accumulate)
+    total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
+    warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)
+    if warmup > total:
+        warnings.warn(f"the warm-up ({warmup} steps) is longer than the run ({total} steps): the learning rate "
+                      "never reaches optim.lr; lower optim.warmup_steps / optim.warmup_epochs", stacklevel=3)
+    return total, warmup
+
+
+def restore(existing: list[Path], cfg: Config, objective: Objective,
+            optimizer: torch.optim.Optimizer) -> tuple[int, float | None]:
+    """Load the last checkpoint into ``objective`` and ``optimizer``; its step and first loss.
+    Configs are compared before any tensor is read, so a changed size names its key."""
+    check_resume(read_state(existing[-1]).get("config", {}), cfg.to_dict())
+    state = load_checkpoint(existing[-1], objective, optimizer)
+    return state["step"], state.get("first_loss")
+
+
+def saved_last_loss(existing: list[Path]) -> float:
+    """The last loss a finished run recorded (its last checkpoint)."""
+    value = read_state(existing[-1]).get("last_loss") if existing else None
+    return float("nan") if value is None else float(value)
+
+
+def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, str]]) -> None:
+    """``config.yaml`` (with versions), ``skipped.txt``, and metrics cut back to ``step``."""
+    if skipped:
+        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+    keep_metrics(out / "metrics.jsonl", step)
+    versions = {"mpt-core": dist_version("mpt-core"), "torch": str(torch.__version__)}
+    (out / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "versions": versions}, sort_keys=False))
+
+
+def configure_attention(model: Objective, device: torch.device) -> None:
+    """The explicit-vs-fused attention choice for ``device``, once, for every transformer of the model."""
+    from mpt.encoder import Transformer
+
+    for m in model.modules():
+        if isinstance(m, Transformer):
+            m.configure_attention(device)
+
+
+def prepare_batch(backbone: Backbone, modality: Modality, masker: Masker, batch: Batch,
+                  seed: int) -> tuple[TokenSet, list[Mask]]:
+    """Normalise, augment (seeded), tokenize and mask one batch."""
+    generator = torch.Generator().manual_seed(seed ^ AUGMENT_SEED)  # draws independent of the mask's
+    tokens = backbone.tokens(batch, augment=lambda b: modality.augment(b, generator))
+    return tokens, as_masks(masker(tokens, torch.Generator().manual_seed(seed)))
+
+
+def check_loss(loss: torch.Tensor, step: int, last_ckpt: Path | None) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"loss became {loss.item()} at step {step + 1}; stopped. Last good checkpoint: "
+            f"{last_ckpt or 'none'}. Lower optim.lr, set optim.grad_clip, or check the data "
+            "for extreme values.")
+
+
+def write_figure(model: Objective, modality: Modality, cfg: Config, out: Path, step: int, loss: float,
+                 batch: Batch, tokens: TokenSet, masks: list[Mask], result: ObjectiveOutput) -> Path:
+    with torch.no_grad():
+        fig = model.figure(batch, tokens, masks, result)
+    fig.title = f"{cfg.modality} {cfg.objective} step {step} loss {loss:.4f}"
+    path = out / "figures" / f"step-{step:06d}.png"
+    path.parent.mkdir(exist_ok=True)
+    modality.visualize(fig, path)
+    return path
+
+
+def export_encoder(model: Objective, cfg: Config, modality: Modality, data: Path | None, dataset: SampleDataset,
+                   skipped: list[tuple[str, str]], total: int, accelerator: Accelerator, out: Path) -> Path:
+    """Write ``out/encoder`` (rank 0) and end the run on every process."""
+    encoder_dir = out / "encoder"
+    if accelerator.is_main_process:
+        trained_on = {"data": str(data) if data else f"{modality.name} demo data",
+                      "samples": len(dataset) if hasattr(dataset, "__len__") else None,  # type: ignore[arg-type]
+                      "skipped_files": len(skipped), "steps": total,
+                      "batch_size": cfg.train.batch_size * accelerator.num_processes * cfg.optim.accumulate}
+        card = encoder_card(cfg, model.export(), trained_on, objective=model.card())
+        save_encoder(model.export(), card, encoder_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return encoder_dir
+
+
+# ----------------------------------------------------------------------------------------------
+# logging
+
+
+class RunLog:
+    """The progress bar, ``metrics.jsonl`` and trackers: one record per log interval."""
+
+    def __init__(self, cfg: Config, out: Path, accelerator: Accelerator, total: int, step: int,
+                 progress: bool) -> None:
+        self.cfg, self.accelerator = cfg, accelerator
+        self.log_every = cfg.train.log_every
+        self.figure_every = cfg.train.figure_every or self.log_every
+        main = accelerator.is_main_process
+        self.file: TextIO | None = (out / "metrics.jsonl").open("a") if main else None
+        self.bar = tqdm(total=total, initial=step, disable=not (progress and main),
+                        desc=f"{cfg.modality} {cfg.objective}", unit="step", dynamic_ncols=True)
+        self.total, self.last_loss = total, float("nan")
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.samples = time.perf_counter(), 0
+        self.losses: list[float] = []
+
+    def step(self, step: int, epoch: int, loss: float, lr: float, mask: Mask, logs: dict[str, float],
+             grad_norm: float | None, first: bool) -> None:
+        self.losses.append(loss)
+        self.last_loss = loss
+        self.bar.update(1)
+        if not (step % self.log_every == 0 or step == self.total or first):
+            return
+        if self.accelerator.num_processes > 1:  # every process logs at the same steps: the mean over them
+            t = torch.tensor(loss, device=self.accelerator.device)
+            self.losses[-1] = self.accelerator.reduce(t, "mean").item()
+        elapsed = time.perf_counter() - self.start
+        record: dict[str, Any] = {
+            "step": step, "epoch": epoch, "loss": self.losses[-1], "loss_avg": sum(self.losses) / len(self.losses),
+            "lr": lr, "samples_per_s": self.samples / elapsed, "s_per_step": elapsed / len(self.losses),
+            "mask_ratio": mask.ratio, **logs}
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.cfg.train.log_with != "none":
+            self.accelerator.log(record, step=step)
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{record['samples_per_s']:.1f}")
+        self.reset()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file:
+            self.file.close()
 
 
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,188 +357,3 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any]) -> None:
         diffs = "; ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in changed[:5])
         raise ConfigError(changed[0], f"differs from the run being resumed ({diffs}); resume with the "
                                       "same options or start a new --out")
-
-
-def open_data(modality: Modality, cfg: Config, data: Path | None, skip_bad_files: bool, rank: int,
-              world: int) -> tuple[SampleDataset, EpochSampler, DataLoader]:
-    """The training dataset, its resumable sampler (this process's shard) and the loader."""
-    tc = cfg.train
-    try:
-        dataset = modality.dataset(data, "train", cfg.data, skip_bad_files=skip_bad_files)
-    except DataError as exc:
-        if skip_bad_files or data is None or Path(exc.path) == Path(data):
-            raise
-        raise DataError(exc.path, f"{exc.reason} (or pass --skip-bad-files to skip such files)") from None
-    sampler = EpochSampler(len(dataset), tc.seed, tc.batch_size, rank, world)
-    if sampler.batches_per_epoch == 0:
-        raise DataError(data or "demo data", f"{len(dataset)} samples make no full batch of "
-                                             f"{tc.batch_size} × {world} processes; lower --batch-size")
-    loader: DataLoader = DataLoader(cast(Dataset, dataset), batch_size=tc.batch_size, sampler=sampler,
-                                    collate_fn=modality.collate, num_workers=tc.num_workers, drop_last=True)
-    return dataset, sampler, loader
-
-
-class Window:
-    """Losses, samples and time since the last log line → one ``metrics.jsonl`` record."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.start, self.samples = time.perf_counter(), 0
-        self.losses: list[float] = []
-
-    def record(self, step: int, epoch: int, lr: float, mask: Mask, logs: dict[str, float]) -> dict[str, Any]:
-        elapsed = time.perf_counter() - self.start
-        out = {"step": step, "epoch": epoch, "loss": self.losses[-1],
-               "loss_avg": sum(self.losses) / len(self.losses), "lr": lr,
-               "samples_per_s": self.samples / elapsed, "s_per_step": elapsed / len(self.losses),
-               "mask_ratio": mask.ratio, **logs}
-        self.reset()
-        return out
-
-
-def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = None, resume: bool = False,
-             skip_bad_files: bool = False, progress: bool = True) -> RunResult:
-    """Train ``cfg`` on ``data`` (or the modality's demo data), writing everything under ``out``."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    tc, oc = cfg.train, cfg.optim
-    existing = list_checkpoints(out / "checkpoints")
-    if existing and not resume:
-        raise ConfigError("--out", f"{out} already holds a run (checkpoint {existing[-1].name}); "
-                                   "pass --resume to continue it or choose another --out")
-    if resume and not existing:
-        raise ConfigError("--resume", f"no checkpoint under {out / 'checkpoints'} to resume from")
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = make_accelerator(cfg, out)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-
-    dataset, sampler, loader = open_data(modality, cfg, data, skip_bad_files, rank, world)
-    skipped = list(getattr(dataset, "skipped", []))
-    if accelerator.is_main_process and skipped:
-        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
-    steps_per_epoch = max(1, sampler.batches_per_epoch // oc.accumulate)
-    total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
-    warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)
-    if warmup > total:
-        warnings.warn(f"the warm-up ({warmup} steps) is longer than the run ({total} steps): the learning rate "
-                      "never reaches optim.lr; lower optim.warmup_steps / optim.warmup_epochs", stacklevel=2)
-    log_every = tc.log_every
-    figure_every = tc.figure_every or log_every
-
-    torch.manual_seed(tc.seed)
-    objective, masker = build_model(cfg, modality, modality.collate([dataset[0]]))
-    optimizer = create_optimizer(objective, oc)
-    config_dict = cfg.to_dict()
-
-    step, first_loss, step_loss = 0, None, float("nan")
-    if resume:
-        # Compare configs before touching tensors: a changed size must name its key, not fail on shapes.
-        check_resume(read_state(existing[-1]).get("config", {}), config_dict)
-        state = load_checkpoint(existing[-1], objective, optimizer)
-        step, first_loss = state["step"], state.get("first_loss")
-    start_step = step
-    if accelerator.is_main_process:
-        keep_metrics(out / "metrics.jsonl", step)
-        versions = {"mpt-core": dist_version("mpt-core"), "torch": str(torch.__version__)}
-        (out / "config.yaml").write_text(yaml.safe_dump({**config_dict, "versions": versions}, sort_keys=False))
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    model = accelerator.unwrap_model(objective)
-    tokenizer = model.backbone.tokenizer
-    if tc.log_with != "none":
-        # trackers take scalars only (TensorBoard hparams): lists and None become text
-        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat(config_dict).items()}
-        accelerator.init_trackers("mpt", config=hparams)
-
-    metrics_file = (out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
-    bar = tqdm(total=total, initial=step, disable=not (progress and accelerator.is_main_process),
-               desc=f"{cfg.modality} {cfg.objective}", unit="step", dynamic_ncols=True)
-    figures: list[Path] = []
-    last_ckpt = existing[-1] if existing else None
-    window = Window()
-    micro_losses: list[float] = []
-    objective.train()
-    while step < total:
-        # batches consumed so far, counting those of a step whose accumulation crosses the epoch's end
-        epoch, skip = divmod(step * oc.accumulate + len(micro_losses), sampler.batches_per_epoch)
-        sampler.set_epoch(epoch, skip)
-        if hasattr(dataset, "reseed"):
-            dataset.reseed(tc.seed * 7919 + epoch)
-        for batch in loader:
-            s = step_seed(tc.seed, step, len(micro_losses), rank)
-            torch.manual_seed(s)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, warmup, oc.lr, oc.min_lr)
-            batch = batch.to(device)
-            with torch.no_grad():
-                tokens = tokenizer.tokenize(batch)
-            mask = masker(tokens, torch.Generator().manual_seed(s))
-            with accelerator.accumulate(objective):
-                result = objective(tokens, mask)
-                loss = result.loss
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {step + 1}; stopped. Last good checkpoint: "
-                        f"{last_ckpt or 'none'}. Lower optim.lr, set optim.grad_clip, or check the data "
-                        "for extreme values.")
-                accelerator.backward(loss)
-                grad_norm = None
-                if accelerator.sync_gradients and oc.grad_clip:
-                    grad_norm = float(accelerator.clip_grad_norm_(objective.parameters(), oc.grad_clip))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro_losses.append(loss.item())
-            window.samples += batch.shape[0] * world
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            step_loss = sum(micro_losses) / len(micro_losses)
-            micro_losses = []
-            window.losses.append(step_loss)
-            first_loss = step_loss if first_loss is None else first_loss
-            if isinstance(model, JEPA):
-                model.update_teacher(ema_momentum(step, total, *cfg.jepa.ema))
-            lr = optimizer.param_groups[0]["lr"]
-            bar.update(1)
-            if step % log_every == 0 or step == total or step == start_step + 1:
-                if world > 1:  # every process logs at the same steps: report the mean over processes
-                    window.losses[-1] = accelerator.reduce(torch.tensor(step_loss, device=device), "mean").item()
-                record = window.record(step, epoch, lr, mask, result.logs)
-                if grad_norm is not None:
-                    record["grad_norm"] = grad_norm
-                if metrics_file:
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                if tc.log_with != "none":
-                    accelerator.log(record, step=step)
-                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{record['samples_per_s']:.1f}")
-            if accelerator.is_main_process and (step % figure_every == 0 or step == total):
-                with torch.no_grad():
-                    fig = model.figure(batch, tokens, mask, result)
-                fig.title = f"{cfg.modality} {cfg.objective} step {step} loss {step_loss:.4f}"
-                path = out / "figures" / f"step-{step:06d}.png"
-                path.parent.mkdir(exist_ok=True)
-                modality.visualize(fig, path)
-                figures.append(path)
-            if accelerator.is_main_process and (
-                    (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == total):
-                state = {"config": config_dict, "first_loss": first_loss}
-                last_ckpt = save_checkpoint(out / "checkpoints", step, model, optimizer, state, tc.keep_last)
-            if step >= total:
-                break
-    bar.close()
-    if metrics_file:
-        metrics_file.close()
-    encoder_dir = out / "encoder"
-    if accelerator.is_main_process:
-        trained_on = {"data": str(data) if data else f"{modality.name} demo data", "samples": len(dataset),
-                      "skipped_files": len(skipped), "steps": total,
-                      "batch_size": tc.batch_size * world * oc.accumulate}
-        save_encoder(model.export(), encoder_card(cfg, model.export(), trained_on), encoder_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return RunResult(out=out, steps=step, first_loss=first_loss if first_loss is not None else float("nan"),
-                     last_loss=step_loss, encoder=encoder_dir,
-                     figures=figures, skipped=skipped, wall_s=time.perf_counter() - t0,
-                     main_process=accelerator.is_main_process)

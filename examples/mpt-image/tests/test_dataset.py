@@ -1,4 +1,5 @@
-"""The dataset: folder labels, channel rules, crops that depend only on (seed, index), bad files."""
+"""The dataset: folder labels, channel rules, crops that depend only on (seed, index), bad files named at
+construction (a header check per file), pixels decoded only when an item is read."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+import mpt_image.dataset
 from mpt.config import parse
 from mpt.errors import ConfigError, DataError
 from mpt_image.config import ImageDataConfig
 from mpt_image.dataset import ImageDataset
+from mpt_image.modality import Image as ImageModality
 from mpt_image.transforms import random_resized_box
 
 
@@ -128,7 +131,66 @@ def test_a_folder_with_only_bad_files(tmp_path: Path, save, rgb) -> None:
         ImageDataset(tmp_path, "train", config(), skip_bad_files=True, progress=False)
 
 
-def test_memory_holds_uint8_downscaled_pixels(tmp_path: Path, save, rgb) -> None:
+def test_decoded_pixels_are_uint8_and_downscaled(tmp_path: Path, save, rgb) -> None:
     save(tmp_path / "a.png", rgb(200, 300))
     ds = dataset(tmp_path)
     assert ds.images[0].dtype == np.uint8 and ds.images[0].shape == (3, 64, 96)
+
+
+def test_construction_decodes_nothing_and_items_decode_once(tmp_path: Path, save, rgb,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in range(3):
+        save(tmp_path / f"{k}.png", rgb(40, 48, k))
+    calls: list[str] = []
+    real = mpt_image.dataset.load_pixels
+
+    def counting(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(mpt_image.dataset, "load_pixels", counting)
+    ds = dataset(tmp_path, repeats=4)
+    assert calls == [] and len(ds) == 12 and ds.channels == 3  # headers only
+    _ = [ds[i] for i in range(len(ds))]
+    assert sorted(calls) == ["0.png", "1.png", "2.png"]  # each image decoded once (LRU cache), not per repeat
+    small = ImageDataset(tmp_path, "train", config(repeats=2), progress=False, cache=0)
+    _ = small[0], small[3]
+    assert calls[3:] == ["0.png", "0.png"]  # without a cache, every item decodes its image
+
+
+def test_bad_files_are_named_at_construction_or_skipped(tmp_path: Path, save, rgb) -> None:
+    save(tmp_path / "a_good.png", rgb(40, 40))
+    cut = save(tmp_path / "b_cut.png", rgb(64, 64, seed=1))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # truncated: found by Pillow's verify
+    (tmp_path / "c_empty.jpg").write_bytes(b"")
+    (tmp_path / "d_text.webp").write_text("these are not pixels\n" * 20)
+    save(tmp_path / "e_cmyk.jpg", Image.fromarray(rgb(40, 40, 3)).convert("CMYK"))  # converted to RGB: fine
+    bad_files = (("b_cut.png", "cannot decode"), ("c_empty.jpg", "empty file"), ("d_text.webp", "cannot decode"))
+    for bad, reason in bad_files:
+        with pytest.raises(DataError, match=reason) as info:
+            dataset(tmp_path)
+        assert info.value.path == str(tmp_path / bad)
+        (tmp_path / bad).rename(tmp_path / f"{bad}.off")
+    for off in tmp_path.glob("*.off"):
+        off.rename(off.with_suffix(""))
+    ds = ImageDataset(tmp_path, "train", config(), skip_bad_files=True, progress=False)
+    assert [Path(s).name for s in ds.sources] == ["a_good.png", "e_cmyk.jpg"]
+    assert [Path(f).name for f, _ in ds.skipped] == ["b_cut.png", "c_empty.jpg", "d_text.webp"]
+    assert ds[1].input.shape == (3, 32, 32)
+
+
+def test_corrupt_pixel_data_is_named_when_the_item_is_read(tmp_path: Path, save, rgb) -> None:
+    """JPEG's entropy-coded data is only checked by decoding it: the header check passes."""
+    path = save(tmp_path / "noise.jpg", rgb(64, 64, seed=2))
+    data = bytearray(path.read_bytes())
+    data[300:700] = bytes(400)
+    path.write_bytes(bytes(data))
+    ds = dataset(tmp_path)
+    with pytest.raises(DataError, match="cannot decode it as an image") as info:
+        ds[0]
+    assert info.value.path == str(path)
+
+
+def test_feature_extraction_reads_every_image_once() -> None:
+    cfg = config(repeats=100)
+    assert ImageModality().downstream_data(cfg) == config(repeats=1) and cfg.repeats == 100

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mpt.errors import DataError
-from mpt_image.io import EXTENSIONS, convert_channels, load_pixels, read_image
+from mpt_image.io import EXTENSIONS, check_image, convert_channels, load_pixels, read_image
 
 
 def _palette(transparent: bool) -> Image.Image:
@@ -37,6 +37,8 @@ def test_modes_give_their_channel_count_and_unit_values(tmp_path: Path, save, ma
     x = read_image(save(tmp_path / f"x{ext}", im))
     assert x.dtype == np.float32 and x.shape == (channels, 8, 8)
     assert np.allclose(x[:, 0, 0], top_left, atol=1e-6), (im.mode, x[:, 0, 0])
+    assert check_image(tmp_path / f"x{ext}") == (channels, 8, 8)  # the header check agrees with the decoder
+    assert check_image(tmp_path / f"x{ext}", 3) == (3, 8, 8)  # data.channels: the count after conversion
 
 
 def test_16_bit_keeps_its_precision(tmp_path: Path, save) -> None:
@@ -95,10 +97,13 @@ def test_channel_conversion_follows_pillow(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- errors
 
 
-def _raises(path: Path, match: str, **kwargs: object) -> None:
-    with pytest.raises(DataError, match=match) as info:
-        load_pixels(path, **kwargs)
-    assert info.value.path == str(path) and path.name in str(info.value)
+def _raises(path: Path, match: str, header: bool = True, **kwargs: object) -> None:
+    """``load_pixels`` and (when ``header``: the header tells) ``check_image`` raise a DataError naming ``path``."""
+    readers = (load_pixels, check_image) if header else (load_pixels,)
+    for read in readers:
+        with pytest.raises(DataError, match=match) as info:
+            read(path, **kwargs)
+        assert info.value.path == str(path) and path.name in str(info.value)
 
 
 def test_truncated_png(tmp_path: Path, save, rgb) -> None:
@@ -112,7 +117,8 @@ def test_corrupt_jpeg(tmp_path: Path, save, rgb) -> None:
     data = bytearray(path.read_bytes())
     data[300:700] = bytes(400)  # zero the entropy-coded data after the header
     path.write_bytes(bytes(data))
-    _raises(path, "cannot decode it as an image")
+    _raises(path, "cannot decode it as an image", header=False)  # only decoding the pixels finds it
+    assert check_image(path) == (3, 64, 64)
 
 
 def test_empty_and_not_an_image(tmp_path: Path) -> None:
@@ -129,8 +135,10 @@ def test_image_smaller_than_the_crop(tmp_path: Path, save, rgb) -> None:
 
 
 def test_float_and_int_images_outside_their_range(tmp_path: Path, save) -> None:
-    _raises(save(tmp_path / "hdr.tif", Image.fromarray(np.full((8, 8), 3.5, np.float32))), r"must lie in \[0, 1\]")
+    hdr = save(tmp_path / "hdr.tif", Image.fromarray(np.full((8, 8), 3.5, np.float32)))
+    _raises(hdr, r"must lie in \[0, 1\]", header=False)
     nan = np.zeros((8, 8), np.float32)
     nan[2, 2] = np.nan
-    _raises(save(tmp_path / "nan.tif", Image.fromarray(nan)), "NaN")
-    _raises(save(tmp_path / "i32.tif", Image.fromarray(np.full((8, 8), 1 << 20, np.int32))), "16-bit range")
+    _raises(save(tmp_path / "nan.tif", Image.fromarray(nan)), "NaN", header=False)
+    _raises(save(tmp_path / "i32.tif", Image.fromarray(np.full((8, 8), 1 << 20, np.int32))), "16-bit range",
+            header=False)

@@ -14,7 +14,8 @@ import yaml
 from pc_helpers import TETRA_F, TETRA_V, write_off, write_ply
 
 import mpt
-from mpt.config import Config, parse
+from mpt.config import parse_config
+from mpt.contract import Batch, Mask
 from mpt.errors import DataError
 from mpt_pointcloud import PointCloud, PointCloudDataConfig, PointCloudTokenizerConfig
 from mpt_pointcloud.dataset import PointCloudDataset
@@ -34,16 +35,52 @@ def cfg(**kw) -> PointCloudDataConfig:  # noqa: ANN003
     return PointCloudDataConfig(**{"num_points": 128, "cache_points": 256, **kw})
 
 
-def test_items_are_normalised_subsets(folder: Path) -> None:
+def test_items_are_raw_subsets_the_tokenizer_normalises(folder: Path) -> None:
     ds = PointCloudDataset(folder, "val", cfg(repeats=2), progress=False)
-    assert len(ds) == 8 and ds.skipped == [] and [len(c) for c in ds.clouds] == [256] * 4
+    assert len(ds) == 8 and ds.skipped == [] and ds.counts == [256] * 4
+    assert [len(ds.clouds[i]) for i in range(4)] == [256] * 4
     assert ds[1].source == str(folder / "c1.npy") and ds[5].source == ds[1].source
+    tok = PointCloud().tokenizer(PointCloudTokenizerConfig(num_groups=4, group_size=8), 16)
     for i in range(len(ds)):
-        x = ds[i].input
-        assert x.shape == (128, 3) and x.dtype == torch.float32
-        assert torch.allclose(x.mean(0), torch.zeros(3), atol=1e-5)  # pc_norm, no augmentation
-        assert x.norm(dim=1).max().item() == pytest.approx(1.0, abs=1e-5)
+        item = ds[i]
+        x = item.input
+        assert x.shape == (128, 3) and x.dtype == torch.float32 and item.meta == {}  # not train: no augmentation
         assert len(torch.unique(x, dim=0)) == 128  # without replacement
+        cloud = torch.from_numpy(ds.clouds[i % 4])
+        assert (x[:, None] == cloud[None]).all(-1).any(1).all()  # the file's own points, not normalised
+        y = tok.normalize(Batch.of(x[None])).tensor[0]  # the one normalisation: the tokenizer's
+        assert torch.allclose(y.mean(0), torch.zeros(3), atol=1e-5)
+        assert y.norm(dim=1).max().item() == pytest.approx(1.0, abs=1e-5)
+    assert ds[2].input.mean(0).abs().max() > 1  # c2.npy is centred at (2, 2, 2): left as it is
+
+
+def test_files_are_read_on_access_not_at_construction(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mpt_pointcloud.dataset as module
+
+    reads: list[str] = []
+    real = module.read_points
+
+    def counting(path, n=8192):  # noqa: ANN001, ANN202
+        reads.append(Path(path).name)
+        return real(path, n=n)
+
+    monkeypatch.setattr(module, "read_points", counting)
+    ds = PointCloudDataset(folder, "train", cfg(repeats=3), progress=False)
+    assert sorted(reads) == ["c0.npy", "c1.npy", "c2.npy", "t.off"]  # each file checked once
+    assert len(ds.clouds._cache) == 0  # and nothing kept
+    assert ds.counts == [256] * 4 and ds.width == 3
+    reads.clear()
+    first = ds[1].input
+    assert reads == ["c1.npy"] and len(ds.clouds._cache) == 1
+    assert torch.equal(ds[1].input, first) and ds[5].source == ds[1].source
+    assert reads == ["c1.npy"]  # the cached file: not read again
+    for i in range(len(ds)):
+        ds[i]
+    assert sorted(reads) == ["c0.npy", "c1.npy", "c2.npy", "t.off"]
+    # the file is read when an item needs it: one changed after construction is seen (not cached yet)
+    fresh = PointCloudDataset(folder, "probe", cfg(augment=False), progress=False)
+    np.save(folder / "c0.npy", np.full((300, 3), 5.0))
+    assert torch.equal(fresh[0].input, torch.full((128, 3), 5.0))
 
 
 def test_determinism_and_reseed(folder: Path) -> None:
@@ -60,17 +97,74 @@ def test_determinism_and_reseed(folder: Path) -> None:
     assert not torch.equal(b[0].input, first[0])
 
 
-def test_augmentation_only_for_train(folder: Path) -> None:
-    train = PointCloudDataset(folder, "train", cfg(), progress=False)
-    plain = PointCloudDataset(folder, "train", cfg(augment=False), progress=False)
-    radii = [train[i].input.norm(dim=1).max().item() for i in range(4)]
-    assert all(abs(r - 1) > 1e-3 for r in radii)  # scaled and shifted
-    for i in range(4):
-        x, y = train[i].input, plain[i].input
-        scale = x.std(0) / y.std(0)  # same subset, per-axis scale in [2/3, 3/2]
-        assert ((scale > 2 / 3 - 1e-4) & (scale < 1.5 + 1e-4)).all()
-        assert torch.allclose(y * scale + (x - y * scale).mean(0), x, atol=1e-5)
-        assert ((x - y * scale).mean(0).abs() <= 0.2 + 1e-5).all()
+def test_augmentation_is_the_modality_s_and_only_for_train(folder: Path) -> None:
+    """Point-MAE's scale-and-translate: the train split carries the ranges, PointCloud.augment draws
+    [B, 3] scales then [B, 3] shifts from the step's generator and applies them to the normalised xyz."""
+    m = PointCloud()
+    train = PointCloudDataset(folder, "train", cfg(scale=(0.5, 2.0), translate=0.3), progress=False)
+    batch = m.collate([train[i] for i in range(4)])
+    assert batch.meta["augment_scale"].tolist() == [[0.5, 2.0]] * 4
+    assert batch.meta["augment_translate"].tolist() == pytest.approx([0.3] * 4)
+    x = batch.tensor
+    out = m.augment(batch, torch.Generator().manual_seed(9))
+    y = out.tensor
+    assert y.shape == x.shape and not torch.allclose(y, x) and torch.equal(batch.tensor, x)
+    assert out.sources == batch.sources and out.meta.keys() == batch.meta.keys()
+    g = torch.Generator().manual_seed(9)
+    scale = torch.rand(4, 3, generator=g) * 1.5 + 0.5
+    shift = (torch.rand(4, 3, generator=g) * 2 - 1) * 0.3
+    torch.testing.assert_close(y, x * scale[:, None] + shift[:, None])
+    assert ((scale >= 0.5) & (scale <= 2.0)).all() and (shift.abs() <= 0.3).all()
+    assert torch.equal(m.augment(batch, torch.Generator().manual_seed(9)).tensor, y)  # a function of the generator
+    assert not torch.equal(m.augment(batch, torch.Generator().manual_seed(10)).tensor, y)
+    # features are not augmented
+    wide = Batch(input=torch.rand(2, 50, 5), meta={k: v[:2] for k, v in batch.meta.items()})
+    assert torch.equal(m.augment(wide, torch.Generator().manual_seed(0)).tensor[..., 3:], wide.tensor[..., 3:])
+    # the same data config keys as before; no ranges (other splits, augment: false): unchanged
+    for ds in (PointCloudDataset(folder, "train", cfg(augment=False), progress=False),
+               PointCloudDataset(folder, "probe", cfg(), progress=False),
+               PointCloudDataset(folder, "test", cfg(), progress=False)):
+        plain = m.collate([ds[i] for i in range(4)])
+        assert plain.meta == {} and m.augment(plain, torch.Generator().manual_seed(9)) is plain
+    assert m.augment(Batch.of(x), torch.Generator()).tensor is x
+
+
+def test_training_normalises_once_and_augments_only_in_training(folder: Path) -> None:
+    """Backbone.tokens (the input path of training, feature extraction and load_encoder) normalises
+    exactly once: a cloud ×1000 and shifted gives the tokens of the original. The training step
+    (trainer.prepare_batch) adds the modality's augmentation, drawn from the step's seed."""
+    from mpt.backbone import build_backbone
+    from mpt.config import ModelConfig
+    from mpt.trainer import prepare_batch
+
+    m = PointCloud()
+    backbone = build_backbone(m, PointCloudTokenizerConfig(num_groups=8, group_size=16, hidden=16),
+                              ModelConfig(dim=16, depth=1, heads=2)).eval()
+    ds = PointCloudDataset(folder, "train", cfg(), progress=False)
+    batch = m.collate([ds[i] for i in range(4)])
+    moved = batch.replace(input=batch.tensor * 1000 + torch.tensor([3e4, -2e3, 7.0]))
+    tokens, far = backbone.tokens(batch), backbone.tokens(moved)
+    torch.testing.assert_close(far.coords, tokens.coords, atol=1e-4, rtol=0)
+    torch.testing.assert_close(far.patches, tokens.patches, atol=1e-4, rtol=0)
+    assert tokens.coords.norm(dim=-1).max() <= 1 + 1e-5  # in the unit sphere: normalised once
+    twice = backbone.tokens(backbone.tokenizer.normalize(batch))  # normalising is idempotent anyway
+    torch.testing.assert_close(twice.patches, tokens.patches, atol=1e-5, rtol=0)
+
+    def masker(t, g):  # noqa: ANN001, ANN202 - the first 3 groups visible
+        return Mask(keep=torch.arange(3).repeat(t.batch_size, 1), pred=torch.arange(3, 8).repeat(t.batch_size, 1))
+
+    trained, masks = prepare_batch(backbone, m, masker, batch, seed=5)
+    assert len(masks) == 1 and not torch.allclose(trained.coords, tokens.coords, atol=1e-3)  # augmented
+    again, _ = prepare_batch(backbone, m, masker, moved, seed=5)  # same step seed: same draws, same frame
+    torch.testing.assert_close(again.coords, trained.coords, atol=1e-4, rtol=0)
+    from mpt.trainer import AUGMENT_SEED
+
+    gen = torch.Generator().manual_seed(5 ^ AUGMENT_SEED)
+    expected = backbone.tokenizer.tokenize(m.augment(backbone.tokenizer.normalize(batch), gen))
+    torch.testing.assert_close(trained.coords, expected.coords)
+    probe = m.collate([PointCloudDataset(folder, "probe", cfg(), progress=False)[i] for i in range(4)])
+    plain, _ = prepare_batch(backbone, m, masker, probe, seed=5)  # no augmentation ranges: no augmentation
+    torch.testing.assert_close(plain.coords, backbone.tokens(probe).coords)
 
 
 def test_few_points_resampled_with_one_warning(tmp_path: Path) -> None:
@@ -111,17 +205,28 @@ def test_nothing_usable_names_the_folder(tmp_path: Path) -> None:
 def test_feature_columns_reach_the_tokenizer(tmp_path: Path) -> None:
     np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(300, 5)))
     ds = PointCloud().dataset(tmp_path, "train", cfg())
-    x = PointCloud().collate([ds[0], ds[1]])
-    assert x.shape == (2, 128, 5)
+    batch = PointCloud().collate([ds[0], ds[1]])
+    assert isinstance(batch, Batch) and batch.tensor.shape == (2, 128, 5) and batch.labels is None
+    assert batch.sources == [str(tmp_path / "f.npy")] * 2
     tok = PointCloud().tokenizer(PointCloudTokenizerConfig(num_groups=4, group_size=8, features=2), 16)
-    assert tok.tokenize(x).patches.shape == (2, 4, 8, 5) and tok.card()["in_channels"] == 5
+    assert tok.tokenize(tok.normalize(batch)).patches.shape == (2, 4, 8, 5) and tok.card()["in_channels"] == 5
+    assert tok.patch_shape == (8, 5)
+
+
+def test_files_with_other_feature_counts_keep_the_shared_columns(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(300, 5)))
+    np.save(tmp_path / "b.npy", np.random.default_rng(1).normal(size=(300, 4)))
+    with pytest.warns(UserWarning, match=r"\[1, 2\] feature columns; keeping the 1 they all share"):
+        ds = PointCloudDataset(tmp_path, "train", cfg(), progress=False)
+    assert ds.width == 4 and ds[0].input.shape == ds[1].input.shape == (128, 4)
 
 
 def test_demo_data_loads_every_shipped_file() -> None:
     ds = PointCloud().dataset(None, "train", PointCloudDataConfig())
     shipped = sorted(p.name for p in (Path(mpt_pointcloud_dir()) / "data").iterdir() if p.suffix != ".md")
     assert ds.skipped == [] and sorted(Path(s).name for s in ds.sources) == shipped and len(shipped) == 7
-    assert all(c.shape == (8192, 3) for c in ds.clouds)
+    assert ds.counts == [8192] * 7 and ds.width == 3
+    assert all(ds.clouds[i].shape == (8192, 3) for i in range(7))
     assert ds[0].input.shape == (1024, 3)
     size = sum(p.stat().st_size for p in (Path(mpt_pointcloud_dir()) / "data").iterdir())
     assert size < 1_000_000
@@ -138,12 +243,29 @@ def test_recipes_parse() -> None:
     assert {"demo", "point-mae"} <= set(recipes) and PointCloud.default_recipe in recipes
     for r in recipes.values():
         raw = yaml.safe_load(r.path.read_text())
-        conf = parse(Config, {**raw, "modality": "pointcloud"},
-                     overrides={"data": PointCloudDataConfig, "tokenizer": PointCloudTokenizerConfig})
+        conf = parse_config({**raw, "modality": "pointcloud"}, PointCloud())
+        assert isinstance(conf.data, PointCloudDataConfig) and isinstance(conf.tokenizer, PointCloudTokenizerConfig)
         assert r.description and not r.description.startswith("#")
-        assert conf.mae.target in PointCloud().targets()
+        mae = conf.objectives["mae"]
+        assert mae.target.name == "chamfer" and mae.target.name in PointCloud().targets()
+        assert mae.target.params is None and "norm_target" not in raw["mae"]  # chamfer takes no parameters
+        assert conf.objectives["jepa"].mask.name == "point_block"
+    with pytest.raises(mpt.ConfigError, match="takes no parameters"):
+        parse_config({"modality": "pointcloud", "mae": {"target": {"name": "chamfer", "normalize": True}}},
+                     PointCloud())
     demo = yaml.safe_load(recipes["demo"].path.read_text())
     assert 250 <= 7 * demo["data"]["repeats"] <= 350  # one demo epoch ≈ 300 samples
+
+
+def test_downstream_data_reads_each_file_once() -> None:
+    """Feature extraction (probe, embed, finetune) uses PointCloud.downstream_data: repeats=1, the rest kept."""
+    demo = mpt.config.build_config(PointCloud(), "demo")
+    assert demo.data.repeats == 43
+    down = PointCloud().downstream_data(demo.data)
+    assert down.repeats == 1 and demo.data.repeats == 43  # a copy
+    assert {k: v for k, v in vars(down).items() if k != "repeats"} == \
+        {k: v for k, v in vars(demo.data).items() if k != "repeats"}
+    assert len(PointCloud().dataset(None, "probe", down)) == 7
 
 
 def test_modality_attributes_and_light_import() -> None:

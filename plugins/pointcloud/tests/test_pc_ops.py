@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from mpt_pointcloud.ops import chamfer_l2, farthest_point_sample, knn
+from mpt_pointcloud.ops import (
+    chamfer_l2,
+    chamfer_l2_per_set,
+    farthest_point_sample,
+    fill_padding,
+    knn,
+    normalize_clouds,
+)
 
 
 def fps_reference(x: np.ndarray, n: int) -> list[int]:
@@ -68,6 +75,31 @@ def test_chamfer_matches_double_loop_and_is_symmetric() -> None:
     assert got.ndim == 0
     assert got.item() == pytest.approx(chamfer_reference(a, b), rel=1e-10)
     assert chamfer_l2(torch.from_numpy(b), torch.from_numpy(a)).item() == pytest.approx(got.item(), rel=1e-12)
+
+
+def test_chamfer_per_set_matches_the_reference_of_each_set() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(4, 6, 3)), rng.normal(size=(4, 9, 3))
+    per = chamfer_l2_per_set(torch.from_numpy(a), torch.from_numpy(b))
+    assert per.shape == (4,)
+    for s in range(4):
+        assert per[s].item() == pytest.approx(chamfer_reference(a[s : s + 1], b[s : s + 1]), rel=1e-10)
+    assert chamfer_l2(torch.from_numpy(a), torch.from_numpy(b)).item() == pytest.approx(per.mean().item(), rel=1e-12)
+
+
+def test_knn_puts_padding_last_and_normalisation_skips_it() -> None:
+    g = torch.Generator().manual_seed(5)
+    pts = torch.rand(2, 30, 3, generator=g)
+    real = torch.arange(30)[None] < torch.tensor([[20], [30]])
+    q = pts[:, :4]
+    got = knn(q, pts, 25, real)
+    assert (got[0, :, :20] < 20).all() and (got[0, :, 20:] >= 20).all()  # the 20 real points first
+    assert torch.equal(got[1], knn(q, pts, 25)[1])  # no padding: plain KNN
+    length = torch.tensor([20, 30])
+    filled = fill_padding(pts, length)
+    assert torch.equal(filled[0, 20:], pts[0, :10]) and torch.equal(filled[1], pts[1])
+    torch.testing.assert_close(normalize_clouds(pts, length)[0, :20], normalize_clouds(pts[:1, :20])[0])
+    torch.testing.assert_close(normalize_clouds(pts, length)[1], normalize_clouds(pts[1:])[0])
 
 
 def test_chamfer_zero_for_the_same_set_in_any_order() -> None:

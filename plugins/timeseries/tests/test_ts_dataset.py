@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from mpt.contract import Batch, Modality
 from mpt.errors import DataError
 from mpt_timeseries.config import TimeSeriesDataConfig
 from mpt_timeseries.dataset import TimeSeriesDataset, split_files, window_starts
@@ -95,3 +97,62 @@ def test_demo_data_is_basicmotions_train() -> None:
     assert all(s.endswith(".ts") or ".ts#" in s for s in ds.sources)
     held_out = TimeSeries().dataset(None, "test", cfg())
     assert len(held_out) == 40 and not set(held_out.sources) & set(ds.sources)
+
+
+def test_files_are_checked_at_construction_and_read_on_access(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import mpt_timeseries.dataset as module
+
+    rng = np.random.default_rng(0)
+    write_csv(tmp_path / "a.csv", rng.normal(size=(2, 250)).astype(np.float32))
+    np.save(tmp_path / "b.npy", rng.normal(size=(3, 2, 120)).astype(np.float32))  # 3 series
+    reads: list[str] = []
+    real = module.read_series
+
+    def counting(path, *args):  # noqa: ANN001, ANN002, ANN202
+        reads.append(Path(path).name)
+        return real(path, *args)
+
+    monkeypatch.setattr(module, "read_series", counting)
+    ds = TimeSeriesDataset(tmp_path, "train", cfg(), progress=False)
+    assert reads == ["a.csv", "b.npy"]  # each file read once to check it
+    assert len(ds.files._cache) == 0  # and no values kept
+    assert [info.lengths for info in ds.files.info] == [[250], [120, 120, 120]]
+    assert ds.channels == ["c0", "c1"] and len(ds) == 3 + 3 * 2  # windows from the lengths alone
+    assert ds.sources == [str(tmp_path / "a.csv")] + [f"{tmp_path / 'b.npy'}#{i}" for i in range(3)]
+    reads.clear()
+    assert torch.equal(ds[1].input, torch.from_numpy(real(tmp_path / "a.csv").series[0][:, 100:200]))
+    ds[2]
+    assert reads == ["a.csv"] and len(ds.files._cache) == 1  # read on access, then cached
+    item = ds[3]
+    item.input[:] = 0  # a sample is a copy: the cached file is not changed
+    assert not torch.equal(ds[3].input, item.input)
+    assert reads == ["a.csv", "b.npy"]
+    # a file changed after construction is named, not indexed past its end
+    fresh = TimeSeriesDataset(tmp_path, "train", cfg(), progress=False)
+    np.save(tmp_path / "b.npy", rng.normal(size=(1, 2, 120)).astype(np.float32))
+    with pytest.raises(DataError, match="changed since the dataset was opened") as info:
+        fresh[len(fresh) - 1]
+    assert info.value.path == str(tmp_path / "b.npy")
+
+
+def test_a_bad_file_is_an_error_at_construction_naming_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    write_csv(tmp_path / "a.csv", rng.normal(size=(2, 120)))
+    (tmp_path / "b.csv").write_text("c0,c1\n1,x\n")
+    with pytest.raises(DataError) as info:
+        TimeSeries().dataset(tmp_path, "train", cfg())
+    assert info.value.path == str(tmp_path / "b.csv")
+    ds = TimeSeries().dataset(tmp_path, "train", cfg(), skip_bad_files=True)
+    assert [p for p, _ in ds.skipped] == [str(tmp_path / "b.csv")] and len(ds) == 2
+
+
+def test_collate_is_the_core_default_and_no_repeats_key() -> None:
+    m = TimeSeries()
+    ds = m.dataset(None, "train", cfg())
+    batch = m.collate([ds[0], ds[1]])
+    assert isinstance(batch, Batch) and batch.tensor.shape == (2, 6, 100) and batch.labels is not None
+    assert batch.sources == ds.sources[:2] and "length" not in batch.meta  # windows are padded with NaN
+    assert type(m).collate is Modality.collate
+    assert "repeats" not in {f.name for f in dataclasses.fields(TimeSeriesDataConfig)}
+    assert m.downstream_data(cfg()) == cfg()  # nothing to change for feature extraction

@@ -1,8 +1,12 @@
 """Figure of sample 0: original | masked input | reconstruction (MAE) or context/target layout (JEPA).
 
-Pixels are shown as the dataset gives them, in [0, 1]; the MAE reconstruction is mapped back
-through the tokenizer's mean/std (with ``mae.norm_target`` the core's patch target also restores
-each hidden patch's own mean and std, as MAE's visualisations of ``norm_pix_loss`` models must).
+Pixels are shown as the dataset gives them, in [0, 1]: ``Figure.batch`` is the raw collated batch
+(``figure.batch.tensor``), before the tokenizer's ``normalize``. The MAE reconstruction
+(``figure.reconstruction``, one row per token of ``figure.mask.targets()``: the hidden tokens, or those
+the decoder keeps under decoder masking) is in the normalised space the tokens were cut from and is
+mapped back through the tokenizer's mean/std (with ``mae.target: {name: patch, normalize: true}`` the
+core's patch target also restores each hidden patch's own mean and std, as MAE's visualisations of
+``norm_pix_loss`` models must).
 One channel is drawn in grey, three as RGB; of any other count the first three (or the first one
 of two) are drawn, and the title says so.
 """
@@ -27,11 +31,12 @@ def panels(figure: Figure) -> list[tuple[str, np.ndarray]]:
     tok = figure.tokenizer
     if not isinstance(tok, ImageTokenizer):
         raise ValueError("an image figure needs the ImageTokenizer that made its tokens (Figure.tokenizer)")
-    raw = figure.batch[:1].detach().float().cpu()  # [1, C, H, W] in [0, 1]
+    raw = figure.batch.tensor[:1].detach().float().cpu()  # [1, C, H, W] raw pixels in [0, 1]
     grid = figure.tokens.grid
     assert grid is not None and len(grid) == 2
     n = grid[0] * grid[1]
     keep, pred = figure.mask.keep[0].cpu(), figure.mask.pred[0].cpu()
+    targets = figure.mask.targets()[0].cpu()  # the rows of figure.reconstruction (pred without decoder masking)
     patches = patchify(raw, tok.patch)  # [1, N, C, p, p]
     seen = torch.zeros(n, dtype=torch.bool)
     seen[keep] = True
@@ -39,11 +44,12 @@ def panels(figure: Figure) -> list[tuple[str, np.ndarray]]:
     out = [("original", _display(raw)),
            (f"encoder input: {len(keep)} of {n} patches", _display(unpatchify(masked, grid)))]
     if figure.reconstruction is not None:
-        rec = figure.reconstruction[:1].detach().float().cpu()  # [1, Np, C, p, p], standardised
-        rec = tok.unstandardize(rec.flatten(0, 1).cpu()).view_as(rec)  # mean/std broadcast per channel
-        filled = patches.clone()
-        filled[0, pred] = rec[0].clamp(0.0, 1.0)
-        out.append((f"visible + reconstruction of {len(pred)} hidden", _display(unpatchify(filled, grid))))
+        rec = figure.reconstruction[:1].detach().float().cpu()  # [1, Nt, C, p, p], normalised
+        rec = tok.unstandardize(rec.flatten(0, 1)).view_as(rec)  # mean/std broadcast per channel
+        filled = masked.clone()  # hidden patches the decoder does not rebuild (decoder masking) stay grey
+        filled[0, targets] = rec[0].clamp(0.0, 1.0)
+        what = f"{len(pred)} hidden" if len(targets) == len(pred) else f"{len(targets)} of {len(pred)} hidden"
+        out.append((f"visible + reconstruction of {what}", _display(unpatchify(filled, grid))))
     else:
         target = torch.zeros(n, dtype=torch.bool)
         target[pred] = True
@@ -76,7 +82,7 @@ def visualize(figure: Figure, path: str | Path) -> None:
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    note = channel_note(int(figure.batch.shape[1]))
+    note = channel_note(int(figure.batch.tensor.shape[1]))
     title = "; ".join(t for t in (figure.title, note) if t)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -8,6 +8,8 @@ images (``P``/``PA``) become RGBA when they carry transparency and RGB otherwise
 of photos is applied. A multi-page TIFF contributes its first page only, and TIFFs with more than
 four bands (which Pillow cannot open) are rejected: convert such data to one image per band set.
 
+:func:`check_image` reads only the header (channel count, size) and walks the file's structure
+(``verify``): what the dataset runs on every file at construction; :func:`load_pixels` decodes.
 Every problem is a :class:`mpt.errors.DataError` naming the file. Pillow is imported lazily so
 that ``import mpt_image`` stays light.
 """
@@ -28,6 +30,44 @@ _8BIT = {"L": "L", "1": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBX": "RGB"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's RGB → L
 
 
+def check_image(path: str | Path, channels: int | None = None, *, min_side: int = 1) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of one image from its header, without decoding the pixels: what a
+    dataset checks at construction (:class:`mpt.files.LazyFiles`).
+
+    The same errors as :func:`load_pixels` where the header tells (a missing or 0-byte file, not an
+    image, an unsupported mode, smaller than ``min_side``), and Pillow's ``verify`` on top: the file's
+    structure is read through without decoding it (a truncated PNG fails here; corrupt compressed JPEG
+    data only when the pixels are decoded). ``channels`` (1-4) is the count after conversion; None
+    gives the file's own (:func:`header_channels`). Sizes are those of the stored image (the EXIF
+    orientation swaps height and width, not the shorter side)."""
+    from PIL import Image
+
+    path = _check_file(path)
+    try:
+        with Image.open(path) as im:
+            (w, h), mode, info, palette = im.size, im.mode, dict(im.info), getattr(im.palette, "mode", "")
+            im.verify()  # reads the file's structure (chunks, CRCs) without decoding the pixels
+    except Exception as exc:  # UnidentifiedImageError, truncated data, decompression bombs …
+        raise DataError(path, f"cannot decode it as an image ({type(exc).__name__}: {exc})") from None
+    own = header_channels(path, mode, info, palette)
+    if min(w, h) < min_side:
+        raise DataError(path, f"{w}×{h} pixels: smaller than the {min_side}-pixel crop (data.size); "
+                              "lower data.size or leave this image out")
+    return (own if channels is None else channels), h, w
+
+
+def header_channels(path: Path, mode: str, info: dict[str, Any], palette_mode: str = "") -> int:
+    """The channel count :func:`load_pixels` gives an image of Pillow ``mode`` (read from its header)."""
+    if mode == "P":
+        return 4 if "transparency" in info or palette_mode == "RGBA" else 3
+    if mode in _8BIT:
+        return {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[_8BIT[mode]]
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return 1
+    raise DataError(path, f"unsupported image mode '{mode}'; save it as L, LA, RGB, RGBA, "
+                          "16-bit grey or float grey")
+
+
 def read_image(path: str | Path, channels: int | None = None, *, min_side: int = 1,
                max_side: int | None = None) -> np.ndarray:
     """Pixels of one image: float32 ``[C, H, W]`` in [0, 1] (see :func:`load_pixels`)."""
@@ -43,13 +83,7 @@ def load_pixels(path: str | Path, channels: int | None = None, *, min_side: int 
     ITU-R 601-2); None keeps the file's count. An image whose shorter side is below ``min_side``
     is an error; one whose shorter side exceeds ``max_side`` is downscaled (bicubic) to it.
     """
-    path = Path(path)
-    if path.suffix.lower() not in EXTENSIONS:
-        raise DataError(path, f"unsupported extension '{path.suffix}'; supported: {', '.join(EXTENSIONS)}")
-    if not path.is_file():
-        raise DataError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty file (0 bytes)")
+    path = _check_file(path)
     im, short = _decode(path, max_side)
     if short < min_side:
         w, h = im.size
@@ -59,6 +93,18 @@ def load_pixels(path: str | Path, channels: int | None = None, *, min_side: int 
     if channels is not None:
         pixels = convert_channels(pixels, channels)
     return np.ascontiguousarray(pixels)
+
+
+def _check_file(path: str | Path) -> Path:
+    """``path`` as a Path; a DataError for an unsupported extension, a missing or an empty file."""
+    path = Path(path)
+    if path.suffix.lower() not in EXTENSIONS:
+        raise DataError(path, f"unsupported extension '{path.suffix}'; supported: {', '.join(EXTENSIONS)}")
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file (0 bytes)")
+    return path
 
 
 def to_unit(pixels: np.ndarray) -> np.ndarray:

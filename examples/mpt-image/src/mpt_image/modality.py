@@ -14,7 +14,11 @@ RECIPES = PACKAGE_DIR / "recipes"
 
 
 class Image(Modality):
-    """Images (.png .jpg .jpeg .bmp .tif .tiff .webp), any channel count; ViT patch tokens."""
+    """Images (.png .jpg .jpeg .bmp .tif .tiff .webp), any channel count; ViT patch tokens.
+
+    Samples are raw ``[C, size, size]`` crops in [0, 1], collated by the core's default
+    (:func:`mpt.contract.collate_samples`: a :class:`mpt.contract.Batch` of ``[B, C, size, size]``); the
+    tokenizer's ``normalize`` applies mean/std, its ``tokenize`` cuts the patches."""
 
     name = "image"
     description = ("Images (PNG, JPEG, BMP, TIFF, WebP; any channel count); ViT patches with 2-D sin-cos "
@@ -31,6 +35,12 @@ class Image(Modality):
         from mpt_image.dataset import ImageDataset
 
         return ImageDataset(DEMO_DATA if path is None else path, split, config, skip_bad_files=skip_bad_files)
+
+    def downstream_data(self, config: ImageDataConfig) -> ImageDataConfig:
+        """Feature extraction (probe, embed, finetune) reads every image once: ``repeats`` 1."""
+        from mpt_image.dataset import downstream_data
+
+        return downstream_data(config)
 
     def tokenizer(self, config: ImageTokenizerConfig, dim: int) -> Tokenizer:
         from mpt_image.tokenizer import ImageTokenizer

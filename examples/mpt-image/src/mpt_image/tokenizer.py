@@ -2,10 +2,13 @@
 facebookresearch/mae ``models_mae.py``: ``PatchEmbed``, ``patchify``/``unpatchify``, fixed 2-D
 sin-cos positions; I-JEPA, Assran et al. CVPR 2023, tokenizes the same way).
 
-A raw batch is ``[B, C, H, W]`` float pixels in [0, 1], any H and W that are multiples of the
-patch size. ``tokenize`` normalises each channel (``(x - mean) / std``) and cuts ``p × p``
-patches; ``embed`` is ``Linear(C·p·p → D)`` on the patch flattened channel-first, which is the
-ViT ``Conv2d(C, D, kernel=p, stride=p)`` stem with its weight reshaped to ``[D, C·p·p]``.
+A raw batch (``mpt.contract.Batch``; ``batch.tensor``) is ``[B, C, H, W]`` float pixels in [0, 1],
+any H and W that are multiples of the patch size. The core calls ``normalize`` (a check of the raw
+pixels, then ``(x - mean) / std`` per channel) and then ``tokenize`` (``p × p`` patches of the
+normalised pixels), in training and in :func:`mpt.load_encoder` alike; ``embed`` is
+``Linear(C·p·p → D)`` on the patch flattened channel-first, which is the ViT
+``Conv2d(C, D, kernel=p, stride=p)`` stem with its weight reshaped to ``[D, C·p·p]``. Coords are (row, col) patch indices; their sin-cos position equals MAE's
+2-D table (see :class:`ImageTokenizer`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mpt.contract import Tokenizer, TokenSet
+from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
 from mpt_image.config import IMAGENET_MEAN, IMAGENET_STD, OTHER_MEAN, OTHER_STD, ImageTokenizerConfig
 
@@ -45,12 +48,19 @@ def default_stats(channels: int) -> tuple[list[float], list[float]]:
 
 
 class ImageTokenizer(Tokenizer):
-    """``[B, C, H, W]`` in [0, 1] → patches ``[B, N, C, p, p]`` (normalised pixels), coords
-    ``[B, N, 2]`` = (row, col) patch indices, ``grid = (H/p, W/p)``; 2-D sin-cos positions computed
-    from the coords by the core, so any image size works without interpolation."""
+    """``[B, C, H, W]`` in [0, 1] → (``normalize``: per-channel mean/std) → patches ``[B, N, C, p, p]``
+    of normalised pixels, coords ``[B, N, 2]`` = (row, col) patch indices in grid-axis order,
+    ``grid = (H/p, W/p)``; ``patch_shape = (C, p, p)`` and ``grid_axes = 2``, known from the config.
+
+    The core's 2-D sin-cos of these coords (:func:`mpt.pos_embed.sincos_nd`, last axis first) is
+    MAE's ``get_2d_sincos_pos_embed`` table exactly — the column index in the first half of the
+    width, the row index in the second, tokens row-major — so MAE/I-JEPA encoders see the positions
+    they were trained with; it is computed from the coords, so any image size works without
+    interpolation."""
 
     coord_dim = 2
     pos_kind = "sincos"
+    grid_axes = 2  # a 2-D token grid (rows, cols): every grid masker applies (random, block, multiblock)
 
     def __init__(self, config: ImageTokenizerConfig, dim: int) -> None:
         c = config.channels
@@ -62,6 +72,7 @@ class ImageTokenizer(Tokenizer):
                                                       "give one per channel")
         if min(std) <= 0:
             raise ConfigError("tokenizer.std", f"every std must be > 0, got {std}")
+        self.patch_shape = (c, config.patch, config.patch)  # what one token holds: sizes the MAE head
         super().__init__(dim)
         self.config = config
         self.patch, self.channels = config.patch, c
@@ -97,35 +108,43 @@ class ImageTokenizer(Tokenizer):
         """Inverse of :meth:`standardize` (``[B, C, H, W]``), for figures."""
         return images.float() * self.std.to(images.device) + self.mean.to(images.device)
 
-    def normalize(self, batch: Tensor) -> Tensor:
-        """What :func:`mpt.load_encoder` applies to a user's raw batch before :meth:`tokenize`: a check
-        that it holds float pixels in [0, 1], returned unchanged (``tokenize`` itself applies
-        mean/std, in training and downstream alike)."""
-        if not batch.is_floating_point():
-            raise DataError("input batch", f"{batch.dtype} pixels: pass float pixels in [0, 1] "
+    def normalize(self, batch: Batch) -> Batch:
+        """Raw ``[0, 1]`` pixels → ``(x - mean) / std`` per channel: what the encoder sees.
+
+        The core calls this before :meth:`tokenize` on every batch — in training, feature extraction and
+        :func:`mpt.load_encoder` alike — so the dataset, the figures (``Figure.batch``) and encoder users
+        all handle raw pixels and never normalise themselves. Checks first that the batch holds float
+        pixels in [0, 1] of this tokenizer's channel count: uint8 input, 0-255 values or already
+        normalised values are a clear error."""
+        x = batch.tensor
+        self.check(x)
+        if not x.is_floating_point():
+            raise DataError("input batch", f"{x.dtype} pixels: pass float pixels in [0, 1] "
                                            "(e.g. uint8 images .float() / 255)")
-        lo, hi = (float(batch.amin()), float(batch.amax())) if batch.numel() else (0.0, 1.0)
+        lo, hi = (float(x.amin()), float(x.amax())) if x.numel() else (0.0, 1.0)
         if lo < -0.5 or hi > 1.5:  # well outside [0, 1]: 0-255 values, or already normalised ones
             raise DataError("input batch", f"pixel values in [{lo:.4g}, {hi:.4g}]: the encoder takes raw pixels "
                                            "in [0, 1] (8-bit values / 255), not 0-255 and not mean/std-normalised "
-                                           "ones (the tokenizer applies mean/std itself)")
-        return batch
+                                           "ones (the tokenizer's normalize applies mean/std itself)")
+        return batch.replace(input=self.standardize(x))
 
     @torch.no_grad()
-    def tokenize(self, batch: Tensor) -> TokenSet:
-        self.check(batch)
-        b, _, h, w = batch.shape
+    def tokenize(self, batch: Batch) -> TokenSet:
+        """A normalised batch (:meth:`normalize`) → ``p × p`` patches, row-major, with (row, col) coords."""
+        x = batch.tensor
+        self.check(x)
+        b, _, h, w = x.shape
         p = self.patch
         rows, cols = h // p, w // p
-        patches = patchify(self.standardize(batch), p)
-        r, c = torch.meshgrid(torch.arange(rows, device=batch.device), torch.arange(cols, device=batch.device),
+        patches = patchify(x.float(), p)
+        r, c = torch.meshgrid(torch.arange(rows, device=x.device), torch.arange(cols, device=x.device),
                               indexing="ij")
         coords = torch.stack([r, c], dim=-1).reshape(1, rows * cols, 2).float().expand(b, -1, -1)
         return TokenSet(patches=patches, coords=coords, grid=(rows, cols))
 
-    def embed(self, patches: Tensor) -> Tensor:
-        """``[B, n, C, p, p]`` → ``[B, n, dim]`` (the ViT conv stem, token by token)."""
-        return self.proj(patches.flatten(2).to(self.proj.weight.dtype))
+    def embed(self, tokens: TokenSet) -> Tensor:
+        """``tokens.patches`` ``[B, n, C, p, p]`` → ``[B, n, dim]`` (the ViT conv stem, token by token)."""
+        return self.proj(tokens.patches.flatten(2).to(self.proj.weight.dtype))
 
     def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
         """A pretrained encoder loaded with another ``tokenizer.channels`` (``mpt.load_encoder(path,
@@ -161,7 +180,7 @@ class ImageTokenizer(Tokenizer):
         return {"patch": self.patch, "channels": self.channels,
                 "mean": self.stats[0], "std": self.stats[1],
                 "input": "[B, C, H, W] float pixels in [0, 1] (8-bit values / 255), H and W multiples of patch",
-                "input_normalization": "(x - mean) / std per channel, applied by the tokenizer: pass raw "
-                                       "[0, 1] pixels, not normalised ones",
+                "input_normalization": "(x - mean) / std per channel, applied by the tokenizer's normalize "
+                                       "(before tokenize, by the core): pass raw [0, 1] pixels, not normalised ones",
                 "patch_layout": "[C, p, p] flattened channel-first (Conv2d stem weight = proj.weight "
                                 "reshaped to [dim, C, p, p])"}

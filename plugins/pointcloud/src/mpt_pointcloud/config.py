@@ -12,11 +12,11 @@ class PointCloudDataConfig:
     """How files become samples (Point-MAE, Pang et al. ECCV 2022: 8192 stored → 1024 per sample)."""
 
     num_points: int = bounded(1024, ge=1)  # points per sample
-    cache_points: int = bounded(8192, ge=1)  # points kept per file in memory; meshes are sampled to this
-    augment: bool = True  # Point-MAE PointcloudScaleAndTranslate, train split only
+    cache_points: int = bounded(8192, ge=1)  # points read per file (a fixed subset); meshes are sampled to this
+    augment: bool = True  # Point-MAE PointcloudScaleAndTranslate (PointCloud.augment), train split only
     scale: tuple[float, float] = (2 / 3, 3 / 2)  # per-axis scale range
     translate: float = bounded(0.2, ge=0)  # per-axis translation range ±translate
-    repeats: int = bounded(1, ge=1)  # each file appears this many times per epoch
+    repeats: int = bounded(1, ge=1)  # each file appears this many times per epoch (1 for feature extraction)
 
 
 @dataclass

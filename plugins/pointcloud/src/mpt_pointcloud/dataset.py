@@ -1,4 +1,6 @@
-"""Point-cloud dataset: files loaded upfront, one normalised (and augmented) subset per item."""
+"""Point-cloud dataset: files checked at construction, read on access (LRU cache), one random
+subset of points per item. Normalisation is the tokenizer's (``PointTokenizer.normalize``) and the
+scale-and-translate augmentation the modality's (``PointCloud.augment``): items are raw points."""
 
 from __future__ import annotations
 
@@ -11,47 +13,70 @@ import torch
 from torch.utils.data import Dataset
 
 from mpt.contract import Sample
-from mpt.files import find_files, folder_labels, read_all
+from mpt.files import LazyFiles, find_files, folder_labels
 from mpt_pointcloud.config import PointCloudDataConfig
 from mpt_pointcloud.io import SUPPORTED, read_points
-from mpt_pointcloud.ops import normalize_clouds
+
+AUGMENT_SCALE = "augment_scale"
+"""``Sample.meta`` key of a train-split sample with ``data.augment``: the per-axis scale range ``[2]``."""
+AUGMENT_TRANSLATE = "augment_translate"
+"""``Sample.meta`` key of a train-split sample with ``data.augment``: the translation range (±, a number)."""
 
 
 class PointCloudDataset(Dataset):
-    """Every supported file under ``path``, each kept as at most ``cache_points`` points.
+    """Every supported file under ``path``, each read as at most ``cache_points`` points.
+
+    At construction each file is read once (one at a time) to check it and to learn its point count
+    and feature width; nothing is kept. An item reads its file again (``clouds``, a
+    :class:`mpt.files.LazyFiles` keeping the last files read) and takes ``num_points`` of its
+    ``cache_points`` points at random.
 
     Item ``i`` is file ``i % num_files`` (so each file appears ``repeats`` times per epoch):
     ``Sample(input=float32 [num_points, 3+F], source=path, label=class index or None)`` where F is
     the number of feature columns all files share; classes are the first-level folder names when
-    every file sits in ``path/<class>/``. Randomness (subset, augmentation) depends only on (seed, i):
-    call :meth:`reseed` to change the seed.
+    every file sits in ``path/<class>/``. Points are as in the file (not normalised). On the "train"
+    split with ``data.augment`` the sample's ``meta`` carries the augmentation ranges
+    (:data:`AUGMENT_SCALE`, :data:`AUGMENT_TRANSLATE`) that ``PointCloud.augment`` draws from.
+    Randomness (the subset) depends only on (seed, i): call :meth:`reseed` to change the seed.
     """
 
     def __init__(self, path: str | Path, split: str, config: PointCloudDataConfig, *,
                  skip_bad_files: bool = False, progress: bool = True) -> None:
         self.split, self.config, self.seed = split, config, 0
         files = find_files(path, SUPPORTED, kind="point-cloud")
-        self.clouds, used, self.skipped = read_all(path, files, self._read, skip_bad_files=skip_bad_files,
-                                                   kind="point-cloud", progress=progress)
-        self.sources = [str(f) for f in used]
-        self.classes, self.labels = folder_labels(path, used)
-        widths = {c.shape[1] for c in self.clouds}
+        self.clouds: LazyFiles[np.ndarray] = LazyFiles(path, files, self._read, check=self._check,
+                                                       skip_bad_files=skip_bad_files, kind="point-cloud",
+                                                       progress=progress)
+        self.skipped = self.clouds.skipped
+        self.sources = [str(f) for f in self.clouds.files]
+        self.classes, self.labels = folder_labels(path, self.clouds.files)
+        self.counts = [int(n) for n, _ in self.clouds.info]  # type: ignore[misc]
+        widths = {int(w) for _, w in self.clouds.info}  # type: ignore[misc]
+        self.width = min(widths)
         if len(widths) > 1:
             warnings.warn(f"{path}: files have {sorted(w - 3 for w in widths)} feature columns; "
-                          f"keeping the {min(widths) - 3} they all share", stacklevel=2)
-            self.clouds = [c[:, : min(widths)] for c in self.clouds]
+                          f"keeping the {self.width - 3} they all share", stacklevel=2)
+        self.augment = None
+        if config.augment and split == "train":
+            self.augment = {AUGMENT_SCALE: torch.tensor(config.scale, dtype=torch.float32),
+                            AUGMENT_TRANSLATE: float(config.translate)}
 
     def _read(self, f: Path) -> np.ndarray:
-        """One file, kept as at most ``cache_points`` points (a fixed, seeded subset)."""
+        """One file, kept as at most ``cache_points`` points (a fixed subset, seeded by the file name)."""
         cfg = self.config
         pts = read_points(f, n=cfg.cache_points)
         if len(pts) > cfg.cache_points:
             rng = np.random.default_rng(zlib.crc32(str(f.name).encode()))
             pts = pts[np.sort(rng.choice(len(pts), cfg.cache_points, replace=False))]
-        if len(pts) < cfg.num_points:
-            warnings.warn(f"{f}: only {len(pts)} points, fewer than data.num_points={cfg.num_points}; "
-                          "sampling it with replacement", stacklevel=3)
         return pts
+
+    def _check(self, f: Path) -> tuple[int, int]:
+        """Read ``f`` once (a DataError for a bad file) → its point count and width; nothing is kept."""
+        pts = self._read(f)
+        if len(pts) < self.config.num_points:
+            warnings.warn(f"{f}: only {len(pts)} points, fewer than data.num_points={self.config.num_points}; "
+                          "sampling it with replacement", stacklevel=4)
+        return len(pts), pts.shape[1]
 
     def reseed(self, seed: int) -> None:
         """Seed of all per-item randomness (the trainer calls this every epoch)."""
@@ -65,17 +90,9 @@ class PointCloudDataset(Dataset):
         i = index % len(self.clouds)
         state = np.random.SeedSequence([self.seed % (1 << 64), index]).generate_state(2, np.uint64)
         g = torch.Generator().manual_seed(int(state[0]) >> 1)
-        pts = torch.from_numpy(self.clouds[i])
+        pts = torch.from_numpy(self.clouds[i][:, : self.width])
         n = len(pts)
         pick = torch.randperm(n, generator=g)[: cfg.num_points] if n >= cfg.num_points else \
             torch.randint(n, (cfg.num_points,), generator=g)
-        x = pts[pick].clone()
-        x = normalize_clouds(x)
-        xyz = x[:, :3]
-        if cfg.augment and self.split == "train":  # Point-MAE PointcloudScaleAndTranslate
-            lo, hi = cfg.scale
-            scale = torch.rand(3, generator=g) * (hi - lo) + lo
-            shift = (torch.rand(3, generator=g) * 2 - 1) * cfg.translate
-            xyz = xyz * scale + shift
-        x[:, :3] = xyz
-        return Sample(input=x, source=self.sources[i], label=self.labels[i])
+        return Sample(input=pts[pick].clone(), source=self.sources[i], label=self.labels[i],
+                      meta=dict(self.augment) if self.augment else {})

@@ -6,33 +6,37 @@ from pathlib import Path
 
 import numpy as np
 
-from mpt.contract import Figure
+from mpt.contract import Batch, Figure
 
 
 def visualize(figure: Figure, path: str | Path) -> None:
     """Write one PNG (three 3-D panels) for sample 0 of ``figure`` to ``path``."""
     from matplotlib.figure import Figure as MplFigure  # Agg canvas, no pyplot state
 
-    pts = figure.batch[0, :, :3].detach().float().cpu().numpy()
+    batch = Batch.of(figure.batch)[:1]  # raw, as collated
+    if figure.tokenizer is not None:  # in the tokens' frame: normalised as the core does before tokenize
+        batch = figure.tokenizer.normalize(batch)
+    pts = batch.tensor[0, :, :3].detach().float().cpu().numpy()
     patches = figure.tokens.patches[0, ..., :3].detach().float().cpu().numpy()  # [G, K, 3]
     centres = figure.tokens.coords[0].detach().float().cpu().numpy()  # [G, 3]
     keep = figure.mask.keep[0].cpu().numpy()
     pred = figure.mask.pred[0].cpu().numpy()
     visible = (patches[keep] + centres[keep, None]).reshape(-1, 3)
-    if figure.reconstruction is not None:
+    if figure.reconstruction is not None:  # MAE: the groups of mask.targets() (pred, or pred ∩ decode)
         rec = figure.reconstruction[0, ..., :3].detach().float().cpu().numpy()
-        other, label = (rec + centres[pred, None]).reshape(-1, 3), "reconstruction"
+        rebuilt = figure.mask.targets()[0].cpu().numpy()
+        other, label, shown = (rec + centres[rebuilt, None]).reshape(-1, 3), "reconstruction", len(rebuilt)
     else:
-        other, label = (patches[pred] + centres[pred, None]).reshape(-1, 3), "targets"
+        other, label, shown = (patches[pred] + centres[pred, None]).reshape(-1, 3), "targets", len(pred)
     both = np.concatenate([pts, other])
     lo, hi = both.min(0), both.max(0)
     mid, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-6)
 
     fig = MplFigure(figsize=(12, 4.2), dpi=90)
-    panels = [("input", [(pts, "tab:gray", 2)]),
+    panels = [("input (normalised, not augmented)", [(pts, "tab:gray", 2)]),
               (f"visible ({len(keep)} groups) + masked centres",
                [(visible, "tab:blue", 2), (centres[pred], "tab:red", 12)]),
-              (f"visible + {label} ({len(pred)} groups)",
+              (f"visible + {label} ({shown} groups)",
                [(visible, "tab:blue", 2), (other, "tab:red", 2)])]
     for j, (name, layers) in enumerate(panels):
         ax = fig.add_subplot(1, 3, j + 1, projection="3d")

@@ -29,22 +29,52 @@ def farthest_point_sample(xyz: Tensor, n: int) -> Tensor:
     return out
 
 
-def normalize_clouds(x: Tensor) -> Tensor:
+def normalize_clouds(x: Tensor, length: Tensor | None = None) -> Tensor:
     """Point-MAE ``pc_norm`` on the xyz columns of ``[..., P, 3+F]``: centre each cloud at its
-    centroid and scale it to the unit sphere (feature columns are left as they are)."""
-    xyz = x[..., :3] - x[..., :3].mean(dim=-2, keepdim=True)
-    radius = xyz.norm(dim=-1).amax(dim=-1)[..., None, None].clamp_min(1e-12)
-    return torch.cat([xyz / radius, x[..., 3:]], dim=-1)
+    centroid and scale it to the unit sphere (feature columns are left as they are).
+
+    ``length`` ``[B]`` (for ``[B, P, 3+F]``): only the first ``length[b]`` points of cloud ``b`` are
+    real (the rest padding); the centroid and radius are theirs alone."""
+    xyz = x[..., :3]
+    if length is None:
+        centred = xyz - xyz.mean(dim=-2, keepdim=True)
+        radius = centred.norm(dim=-1).amax(dim=-1)
+    else:
+        real = (torch.arange(x.shape[-2], device=x.device) < length.to(x.device)[:, None]).unsqueeze(-1)
+        centre = (xyz * real).sum(-2, keepdim=True) / real.sum(-2, keepdim=True).clamp_min(1)
+        centred = xyz - centre
+        radius = (centred.norm(dim=-1) * real[..., 0]).amax(dim=-1)
+    return torch.cat([centred / radius[..., None, None].clamp_min(1e-12), x[..., 3:]], dim=-1)
 
 
-def knn(query: Tensor, points: Tensor, k: int) -> Tensor:
+def fill_padding(x: Tensor, length: Tensor) -> Tensor:
+    """``[B, P, C]`` clouds of which only the first ``length[b]`` points are real: the padding rows
+    replaced by the real points repeated cyclically (farthest-point sampling, which takes the first
+    of equal points, then never picks them)."""
+    n = length.to(x.device).long().clamp_min(1)[:, None]  # [B, 1]
+    idx = torch.arange(x.shape[1], device=x.device)[None] % n  # [B, P]
+    return torch.gather(x, 1, idx[..., None].expand_as(x))
+
+
+def knn(query: Tensor, points: Tensor, k: int, real: Tensor | None = None) -> Tensor:
     """The ``k`` nearest ``points`` of every query, nearest first: ``[B, M, 3]``, ``[B, P, 3]``
-    → ``LongTensor [B, M, k]``."""
-    return torch.cdist(query, points).topk(k, dim=-1, largest=False, sorted=True).indices
+    → ``LongTensor [B, M, k]``. ``real`` ``[B, P]`` bool (optional): points marked False (padding)
+    come after every real one."""
+    d = torch.cdist(query, points)
+    if real is not None:
+        d = d.masked_fill(~real[:, None, :].to(d.device), float("inf"))
+    return d.topk(k, dim=-1, largest=False, sorted=True).indices
+
+
+def chamfer_l2_per_set(a: Tensor, b: Tensor) -> Tensor:
+    """Chamfer-L2 of each pair of sets: mean squared NN distance a→b plus mean b→a, per set.
+    ``a`` ``[N, K, 3]``, ``b`` ``[N, L, 3]`` → ``[N]``."""
+    d = (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)  # [N, K, L]
+    return d.min(2).values.mean(-1) + d.min(1).values.mean(-1)
 
 
 def chamfer_l2(a: Tensor, b: Tensor) -> Tensor:
     """Point-MAE's ``cdl2``: mean squared NN distance a→b plus mean b→a (over all points of
-    all sets). ``a`` ``[N, K, 3]``, ``b`` ``[N, L, 3]`` → scalar."""
-    d = (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)  # [N, K, L]
-    return d.min(2).values.mean() + d.min(1).values.mean()
+    all sets; every set has K resp. L points, so this is the mean of :func:`chamfer_l2_per_set`).
+    ``a`` ``[N, K, 3]``, ``b`` ``[N, L, 3]`` → scalar."""
+    return chamfer_l2_per_set(a, b).mean()

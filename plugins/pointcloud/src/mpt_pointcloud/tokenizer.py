@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mpt.contract import Tokenizer, TokenSet
+from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError
 from mpt_pointcloud.config import PointCloudTokenizerConfig
-from mpt_pointcloud.ops import farthest_point_sample, knn, normalize_clouds
+from mpt_pointcloud.ops import farthest_point_sample, fill_padding, knn, normalize_clouds
 
 
 class PointTokenizer(Tokenizer):
@@ -22,13 +22,15 @@ class PointTokenizer(Tokenizer):
 
     coord_dim = 3
     pos_kind = "mlp"
+    grid_axes = 0  # an unordered set of groups
 
     def __init__(self, config: PointCloudTokenizerConfig, dim: int, in_channels: int = 3) -> None:
-        super().__init__(dim)
         if in_channels < 3:
             raise ValueError(f"in_channels must be >= 3 (xyz first), got {in_channels}")
         self.config = config
         self.in_channels = in_channels
+        self.patch_shape = (config.group_size, in_channels)
+        super().__init__(dim)
         h = config.hidden
         # Point-MAE `Encoder`: Conv1d(k=1) layers, written as Linear + BatchNorm1d over all points.
         self.first = nn.Sequential(nn.Linear(in_channels, h // 2), nn.BatchNorm1d(h // 2),
@@ -37,26 +39,29 @@ class PointTokenizer(Tokenizer):
                                     nn.ReLU(inplace=True), nn.Linear(2 * h, dim))
 
     @torch.no_grad()
-    def tokenize(self, batch: Tensor) -> TokenSet:
-        """``[B, P, C≥3+F]`` (any P) → :class:`TokenSet` of ``num_groups`` point groups."""
-        c = self.in_channels
-        if batch.ndim != 3 or batch.shape[-1] < c:
-            raise ConfigError("tokenizer.features", f"the point tokenizer expects [B, P, {c}] (xyz + {c - 3} "
-                                                    f"feature columns), got {tuple(batch.shape)}")
-        x = batch[..., :c].float()
+    def tokenize(self, batch: Batch) -> TokenSet:
+        """A normalised batch of clouds ``[B, P, C≥3+F]`` (any P) → :class:`TokenSet` of
+        ``num_groups`` point groups."""
+        x, length = self._points(batch)
+        real = None
+        if length is not None:  # padding rows: repeats of real points (as normalize left them), never grouped
+            x = fill_padding(x, length)
+            real = torch.arange(x.shape[1], device=x.device)[None] < length.to(x.device)[:, None]
         k = self.config.group_size
         if x.shape[1] < k:  # too few points for one group: repeat them (deterministically)
-            x = x[:, torch.arange(k, device=x.device) % x.shape[1]]
+            cycle = torch.arange(k, device=x.device) % x.shape[1]
+            x, real = x[:, cycle], None if real is None else real[:, cycle]
         xyz = x[..., :3].contiguous()
         rows = torch.arange(x.shape[0], device=x.device)[:, None]
         centres = xyz[rows, farthest_point_sample(xyz, self.config.num_groups)]  # [B, G, 3]
-        idx = knn(centres, xyz, k)  # [B, G, K]
+        idx = knn(centres, xyz, k, real)  # [B, G, K]
         patches = x[rows[:, :, None], idx]  # [B, G, K, C]
         patches[..., :3] -= centres.unsqueeze(2)
         return TokenSet(patches=patches, coords=centres, grid=None)
 
-    def embed(self, patches: Tensor) -> Tensor:
-        """Mini-PointNet per group: ``[B, n, K, C]`` → ``[B, n, dim]``."""
+    def embed(self, tokens: TokenSet) -> Tensor:
+        """Mini-PointNet per group: ``tokens.patches`` ``[B, n, K, C]`` → ``[B, n, dim]``."""
+        patches = tokens.patches
         b, n, k, c = patches.shape
         h = self.config.hidden
         f = self.first(patches.reshape(-1, c)).reshape(b * n, k, h)
@@ -64,9 +69,31 @@ class PointTokenizer(Tokenizer):
         f = self.second(torch.cat([g, f], dim=-1).reshape(-1, 2 * h)).reshape(b * n, k, self.dim)
         return f.max(dim=1).values.reshape(b, n, self.dim)
 
-    def normalize(self, batch: Tensor) -> Tensor:
-        """Each cloud centred at its centroid and scaled to the unit sphere, as in training."""
-        return normalize_clouds(batch.float())
+    def normalize(self, batch: Batch) -> Batch:
+        """Point-MAE ``pc_norm``: each cloud centred at its centroid and scaled to the unit sphere
+        (xyz only; feature columns unchanged). The core applies it to every batch before
+        :meth:`tokenize` — training, feature extraction and a loaded encoder alike — so clouds may come
+        in any units and position; the dataset does not normalise.
+
+        A batch that :func:`mpt.contract.collate_samples` padded (clouds of different sizes,
+        ``meta["length"]``) is normalised by its real points only, and its padding rows become
+        repeats of them (:func:`~mpt_pointcloud.ops.fill_padding`), never a group of their own."""
+        x, length = self._points(batch, every_column=True)
+        x = normalize_clouds(x, length)
+        return batch.replace(input=x if length is None else fill_padding(x, length))
+
+    def _points(self, batch: Batch, every_column: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``batch.tensor`` as float ``[B, P, C]`` (its first ``in_channels`` columns unless
+        ``every_column``) and ``meta["length"]`` when some cloud is padded; a ConfigError when the
+        batch has too few columns."""
+        x, c = Batch.of(batch).tensor, self.in_channels
+        if x.ndim != 3 or x.shape[-1] < c:
+            raise ConfigError("tokenizer.features", f"the point tokenizer expects [B, P, {c}] (xyz + {c - 3} "
+                                                    f"feature columns), got {tuple(x.shape)}")
+        length = Batch.of(batch).meta.get("length")
+        if not isinstance(length, Tensor) or not bool((length < x.shape[1]).any()):
+            length = None
+        return (x if every_column else x[..., :c]).float(), length
 
     def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
         """A pretrained encoder loaded with another ``tokenizer.features`` (``mpt.load_encoder(path,

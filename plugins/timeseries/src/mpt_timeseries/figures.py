@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mpt.contract import Figure
+from mpt.contract import Batch, Figure
 from mpt_timeseries.ops import unpatchify
 from mpt_timeseries.tokenizer import SeriesTokenizer
 
@@ -22,7 +22,7 @@ def visualize(figure: Figure, path: str | Path) -> None:
     if not isinstance(tok, SeriesTokenizer):
         raise ValueError("a time-series figure needs the SeriesTokenizer that made its tokens (Figure.tokenizer)")
     cfg = tok.config
-    raw = figure.batch[:1].detach().float().cpu()  # [1, C, T]
+    raw = Batch.of(figure.batch)[:1].tensor.detach().float().cpu()  # [1, C, T], raw as collated
     c, t = raw.shape[1:]
     hidden = _hidden_patches(figure, c)  # [C, N] bool
     fig = MplFigure(figsize=(10, 1.6 * min(c, MAX_CHANNELS) + 0.8), dpi=90)
@@ -60,14 +60,16 @@ def _hidden_patches(figure: Figure, channels: int) -> torch.Tensor:
 
 
 def _reconstruction(figure: Figure, tok: SeriesTokenizer, raw: torch.Tensor) -> torch.Tensor:
-    """``[C, T]``: predicted values of the hidden patches in the input's units, NaN elsewhere."""
+    """``[C, T]``: predicted values of the reconstructed patches (``mask.targets()``: the hidden ones,
+    or those a decoder mask keeps) in the input's units, NaN elsewhere."""
     cfg = tok.config
     c, t = raw.shape[1:]
     rows, n = figure.tokens.rows_per_sample, figure.tokens.num_tokens
     assert figure.reconstruction is not None
-    rec = figure.reconstruction[:rows].detach().float().cpu()  # [rows, Np, patch] or [1, Np, C, patch]
+    rec = figure.reconstruction[:rows].detach().float().cpu()  # [rows, Nt, patch] or [1, Nt, C, patch]
+    where = figure.mask.targets()[:rows].cpu()  # [rows, Nt]
     full = torch.full((rows, n, *rec.shape[2:]), float("nan"))
-    full.scatter_(1, figure.mask.pred[:rows].cpu().reshape(rows, -1, *([1] * (rec.ndim - 2))).expand_as(rec), rec)
+    full.scatter_(1, where.reshape(rows, -1, *([1] * (rec.ndim - 2))).expand_as(rec), rec)
     patches = full[0].permute(1, 0, 2) if tok.mixed else full.reshape(c, n, cfg.patch)  # [C, N, patch]
     series = unpatchify(patches[None], cfg.stride, t)  # [1, C, T], normalised
     return tok.denormalize(series, tok.stats(raw))[0]

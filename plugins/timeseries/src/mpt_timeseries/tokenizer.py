@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mpt.contract import Tokenizer, TokenSet
+from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
 from mpt_timeseries.config import TimeSeriesTokenizerConfig
 from mpt_timeseries.ops import num_patches, patchify, revin_denorm, revin_norm, revin_stats
@@ -29,6 +29,7 @@ class SeriesTokenizer(Tokenizer):
     """
 
     coord_dim = 1
+    grid_axes = 1  # the patch axis
     missing_values = True
 
     def __init__(self, config: TimeSeriesTokenizerConfig, dim: int) -> None:
@@ -36,6 +37,9 @@ class SeriesTokenizer(Tokenizer):
             raise ConfigError("tokenizer.num_channels", "channels: mixed needs the channel count of the data")
         self.config = config
         self.pos_kind = config.pos
+        # per-token patch: one channel's steps (independent) or every channel's (mixed)
+        self.patch_shape = (config.patch,) if config.channels == "independent" else \
+            (int(config.num_channels or 0), config.patch)
         size = (num_patches(config.max_len, config.patch, config.stride),) if config.pos == "learned" else None
         super().__init__(dim, size)
         width = config.patch * ((config.num_channels or 1) if config.channels == "mixed" else 1)
@@ -45,9 +49,9 @@ class SeriesTokenizer(Tokenizer):
     def mixed(self) -> bool:
         return self.config.channels == "mixed"
 
-    def stats(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+    def stats(self, batch: Batch | Tensor) -> tuple[Tensor, Tensor]:
         """RevIN mean and std ``[B, C, 1]`` of a raw batch (zeros and ones without RevIN)."""
-        x = batch.float()
+        x = Batch.of(batch).tensor.float()
         if not self.config.revin:
             return x.new_zeros(*x.shape[:2], 1), x.new_ones(*x.shape[:2], 1)
         return revin_stats(x, self.config.revin_eps)
@@ -57,16 +61,23 @@ class SeriesTokenizer(Tokenizer):
         return revin_denorm(y, *stats)
 
     @torch.no_grad()
-    def tokenize(self, batch: Tensor) -> TokenSet:
+    def tokenize(self, batch: Batch) -> TokenSet:
+        """A raw batch ``[B, C, T]`` (``batch.tensor``; NaN = missing) → RevIN → patches.
+
+        RevIN, the per-sample normalisation of time series, is done here rather than in
+        :meth:`normalize` (the identity): the tokens are always RevIN values whoever calls
+        ``tokenize``, and :meth:`stats` / :meth:`denormalize` of the raw batch invert it (forecasting
+        heads, figures)."""
         cfg = self.config
-        if batch.ndim != 3:
+        x = Batch.of(batch).tensor
+        if x.ndim != 3:
             raise DataError("input batch", f"a time-series batch is [B, C, T] (channels first), got shape "
-                                           f"{tuple(batch.shape)}; add a channel axis for univariate series")
-        b, c, t = batch.shape
+                                           f"{tuple(x.shape)}; add a channel axis for univariate series")
+        b, c, t = x.shape
         if self.mixed and c != cfg.num_channels:
             raise ConfigError("tokenizer.num_channels", f"this tokenizer mixes {cfg.num_channels} channels, "
                                                         f"the batch has {c}")
-        x = revin_norm(batch.float(), *self.stats(batch))
+        x = revin_norm(x.float(), *self.stats(x))
         p = patchify(x, cfg.patch, cfg.stride)  # [B, C, N, L]
         n = p.shape[2]
         observed = ~p.isnan()
@@ -74,13 +85,13 @@ class SeriesTokenizer(Tokenizer):
             patches, valid, rows = p.permute(0, 2, 1, 3), observed.any(-1).any(1), 1
         else:
             patches, valid, rows = p.reshape(b * c, n, cfg.patch), observed.any(-1).reshape(b * c, n), c
-        coords = torch.arange(n, device=batch.device, dtype=torch.float32)[None, :, None].expand(b * rows, n, 1)
+        coords = torch.arange(n, device=x.device, dtype=torch.float32)[None, :, None].expand(b * rows, n, 1)
         return TokenSet(patches=patches.contiguous(), coords=coords, grid=(n,),
                         valid=None if bool(valid.all()) else valid, rows_per_sample=rows)
 
-    def embed(self, patches: Tensor) -> Tensor:
-        """``[B, n, patch]`` or ``[B, n, C, patch]`` → ``[B, n, dim]``."""
-        return self.proj(patches.nan_to_num(0.0).flatten(2).to(self.proj.weight.dtype))
+    def embed(self, tokens: TokenSet) -> Tensor:
+        """``tokens.patches`` ``[B, n, patch]`` or ``[B, n, C, patch]`` → ``[B, n, dim]``."""
+        return self.proj(tokens.patches.nan_to_num(0.0).flatten(2).to(self.proj.weight.dtype))
 
     def adapt_weight(self, name: str, saved: Tensor, saved_config: Any) -> Tensor:
         """A pretrained ``channels: mixed`` encoder loaded with another ``tokenizer.num_channels``
