@@ -371,7 +371,7 @@ def train_step(run: Run, step: int, precision: str, device: torch.device,
 
     sync(device)
     t0 = time.perf_counter()
-    tokens, masks = prepare_batch(run.objective.backbone, run.modality, masker, run.batch, seed)
+    tokens, masks = prepare_batch(run.objective.backbone, run.modality, run.cfg.data, masker, run.batch, seed)
     t_tok = tokenized[0] - t0
     with autocast_for(precision, device):  # Accelerate's mixed precision: autocast around the forward only
         loss = run.objective(tokens, masks).loss

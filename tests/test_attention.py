@@ -253,3 +253,34 @@ def test_padding_mask_and_combine() -> None:
 def test_window_mask_checks_the_axes() -> None:
     with pytest.raises(ValueError, match="axes"):
         window_mask(grid_coords(1, 4), (2,))
+
+
+def test_mae_window_decoder_alternates_plain_and_shifted_windows() -> None:
+    """AudioMAE's decoder (``mae.decoder_window``): local windows on the token grid, shifted every
+    other block; windows that cover the whole grid even when shifted give exactly the global decoder."""
+    import mpt
+    from mpt.config import build_config
+    from mpt.contract import Batch, as_masks
+    from mpt.errors import ConfigError
+    from mpt.trainer import build_model
+
+    image = mpt.get_modality("image")
+    base = ["model.dim=32", "model.depth=1", "model.heads=2", "mae.decoder_dim=32", "mae.decoder_depth=2",
+            "mae.decoder_heads=2", "tokenizer.patch=8", "data.size=32"]
+    batch = Batch.of(torch.rand(2, 3, 32, 32))
+    outs = {}
+    for name, extra in (("global", []), ("whole", ["mae.decoder_window=[8,8]"]), ("local", ["mae.decoder_window=[2,2]"])):
+        torch.manual_seed(0)
+        model, masker = build_model(build_config(image, "demo", None, base + extra), image)
+        model.eval()
+        tokens = model.backbone.tokens(batch)
+        masks = as_masks(masker(tokens, torch.Generator().manual_seed(0)))
+        if name == "local":
+            kept, queried = tokens.select(masks[0].keep), tokens.select(masks[0].targets())
+            plain, shifted = model.window_masks(kept, queried)
+            assert not torch.equal(plain, shifted) and not plain.all()
+        outs[name] = model(tokens, masks).pred
+    torch.testing.assert_close(outs["whole"], outs["global"])
+    assert not torch.allclose(outs["local"], outs["global"], atol=1e-4)
+    with pytest.raises(ConfigError, match="mae.decoder_window"):
+        build_model(build_config(image, "demo", None, base + ["mae.decoder_window=[2]"]), image)

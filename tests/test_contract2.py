@@ -79,11 +79,14 @@ def test_three_groups_of_different_patch_sizes_each_with_its_projection(synth) -
 
 @pytest.mark.parametrize("objective", ["mae", "jepa"])
 def test_grouped_tokenizer_trains_and_the_loss_falls(synth, tmp_path: Path, objective: str) -> None:  # noqa: ANN001
-    cfg = synth_config(objective=objective)
+    cfg = synth_config("train.max_steps=60", objective=objective)
     result = pretrain(cfg, mpt.get_modality("synth"), tmp_path / "run", progress=False)
     losses = [m["loss"] for m in read_metrics(tmp_path / "run")]
-    assert result.steps == 40
-    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:2]) / 2, losses
+    assert result.steps == 60
+    late = sum(losses[-3:]) / 3
+    assert late < 0.8 * sum(losses[:2]) / 2, losses
+    if objective == "mae":  # per-patch standardised targets: predicting zeros scores ≈ 1
+        assert late < 0.85, losses
     enc = mpt.load_encoder(tmp_path / "run" / "encoder")
     out = enc(collate_samples([synth.make_sample(i, cfg.data) for i in range(3)]))
     assert out.groups is not None and out.tokens.shape[:2] == out.groups.shape
@@ -152,7 +155,7 @@ def test_decoder_masking_reconstructs_and_scores_only_pred_and_decode(synth) -> 
     assert set(targets[0].tolist()) == set(pred[0].tolist()) & set(decode[0].tolist())
     out = model(tokens, [mask])
     assert out.pred.shape[:2] == targets.shape
-    want = PatchTarget(normalize=False).loss(out.pred, torch.gather(
+    want = PatchTarget(normalize=True).loss(out.pred, torch.gather(
         tokens.patches, 1, targets[..., None].expand(-1, -1, 8)))
     assert out.loss.item() == pytest.approx(want.item(), rel=1e-6)
     uneven = Mask(keep=keep, pred=pred, decode=torch.stack([decode[0], torch.arange(1, n, 2)]))
@@ -190,7 +193,7 @@ def test_a_plugin_masker_and_objective_from_the_cli(synth, tmp_path: Path) -> No
     assert "stripes" in listed.stdout and "meanpatch" in listed.stdout
     out = tmp_path / "run"
     result = invoke("pretrain", "--modality", "synth", "--objective", "meanpatch", "--set", "meanpatch.mask.every=3",
-                    "--max-steps", "4", "--out", out)
+                    "--set", "data.short=64", "--max-steps", "4", "--out", out)  # stripes ignores padding
     assert result.exit_code == 0, result.output
     cfg_text = (out / "config.yaml").read_text()
     assert "meanpatch:" in cfg_text and "name: stripes" in cfg_text and "every: 3" in cfg_text
@@ -314,3 +317,53 @@ def test_opening_a_large_folder_reads_no_data(tmp_path: Path) -> None:
     n, grown_mib, shape = out.stdout.split(maxsplit=2)
     assert int(n) == 40 and shape.strip() == "(64, 3)"
     assert float(grown_mib) < 4.0, out.stdout
+
+
+def test_fitted_statistics_land_in_the_config_and_card_and_are_replayed_on_load(synth, tmp_path: Path) -> None:  # noqa: ANN001
+    import json
+
+    import yaml
+
+    modality = mpt.get_modality("synth")
+    cfg = synth_config("train.max_steps=2", "data.samples=16")
+    pretrain(cfg, modality, tmp_path / "run", progress=False)
+    series = torch.cat([s.input * s.meta["gain"] for s in (synth.make_sample(i, cfg.data) for i in range(16))])
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["tokenizer"]
+    card = json.loads((tmp_path / "run" / "encoder" / "config.json").read_text())["tokenizer"]["config"]
+    assert saved["mean"] == pytest.approx(series.mean(0).tolist(), abs=1e-6)
+    assert saved["std"] == pytest.approx(series.std(0, unbiased=False).tolist(), rel=1e-5)
+    assert card["mean"] == saved["mean"] and card["std"] == saved["std"]
+    enc = mpt.load_encoder(tmp_path / "run" / "encoder")
+    batch = collate_samples([synth.make_sample(0, cfg.data)])
+    normed = enc.tokenizer.normalize(batch).tensor
+    torch.testing.assert_close(normed.mean((0, 1)), ((series[:64] - series.mean(0)) / series.std(0, unbiased=False))
+                               .mean(0), atol=1e-4, rtol=0)
+    # values given by the recipe or --set are kept, not refitted
+    fixed = synth_config("train.max_steps=2", "data.samples=16", "tokenizer.mean=[0,0,0]", "tokenizer.std=[1,1,1]")
+    pretrain(fixed, modality, tmp_path / "fixed", progress=False)
+    assert yaml.safe_load((tmp_path / "fixed" / "config.yaml").read_text())["tokenizer"]["mean"] == [0, 0, 0]
+
+
+def test_fit_moments_ignores_nan_and_matches_numpy() -> None:
+    from mpt.contract import Sample
+    from mpt.stats import fit_moments
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(3, 2, size=(n, 2)).astype(np.float32) for n in (5, 17, 1, 40)]
+    parts[1][3, 0] = np.nan
+    data = [Sample(input=torch.from_numpy(p)) for p in parts]
+    mean, std = fit_moments(data, lambda s: s.input, progress=False)  # a list is a map-style dataset
+    allv = np.concatenate(parts)
+    np.testing.assert_allclose(mean.numpy(), np.nanmean(allv, 0), rtol=1e-6)
+    np.testing.assert_allclose(std.numpy(), np.nanstd(allv, 0), rtol=1e-5)
+    with pytest.raises(mpt.DataError, match="no finite value"):
+        fit_moments([Sample(input=torch.full((3, 1), float("nan")))], lambda s: s.input, progress=False)
+
+
+def test_docs_config_md_is_the_generated_reference() -> None:
+    """docs/config.md is `mpt config --markdown`: regenerate it when a config dataclass changes."""
+    from mpt.reference import markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text().strip() == markdown().strip(), "run: mpt config --markdown > docs/config.md"
+    assert "| `optim.lr` | float | 0.00015 | peak learning rate" in doc.read_text()

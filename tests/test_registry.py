@@ -252,3 +252,4 @@ def test_kit_catches_a_nondeterministic_masker(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(mpt.trainer, "build_model", unseeded)
     results = {r.name: r for r in validate("timeseries", TS_SETS)}
     assert not results["deterministic under a seed"].ok
+

@@ -43,6 +43,8 @@ class SynthData:
 @dataclass
 class SynthTokenizerConfig:
     record_meta: bool = False
+    mean: list[float] | None = None  # per-band mean, fitted on the training data when unset (Modality.fit)
+    std: list[float] | None = None
 
 
 def make_series(index: int, length: int) -> Tensor:
@@ -120,7 +122,11 @@ class SynthTokenizer(Tokenizer):
     def normalize(self, batch: Batch) -> Batch:
         if self.config.record_meta:
             SEEN_META.append(batch.meta["gain"].tolist())
-        return batch.replace(input=batch.tensor * batch.meta["gain"].to(batch.tensor.dtype)[:, None, None])
+        gain = batch.meta.get("gain", torch.ones(batch.batch_size))  # a plain tensor (load_encoder) has gain 1
+        x = batch.tensor * gain.to(batch.tensor.dtype)[:, None, None]
+        if self.config.mean is not None and self.config.std is not None:
+            x = (x - torch.tensor(self.config.mean)) / torch.tensor(self.config.std)
+        return batch.replace(input=x)
 
     def tokenize(self, batch: Batch) -> TokenSet:
         x = batch.tensor  # [B, L, 3]
@@ -169,6 +175,17 @@ class Synth(Modality):
 
     def tokenizer(self, config: SynthTokenizerConfig, dim: int) -> Tokenizer:
         return SynthTokenizer(config, dim)
+
+    def fit(self, dataset: Any, config: SynthTokenizerConfig, progress: bool = True) -> SynthTokenizerConfig:  # noqa: ANN401
+        """Per-band mean and std of the gain-corrected series, unless the config gives them."""
+        if config.mean is not None and config.std is not None:
+            return config
+        from dataclasses import replace
+
+        from mpt.stats import fit_moments
+
+        mean, std = fit_moments(dataset, lambda s: s.input * s.meta["gain"], progress=progress, what="band statistics")
+        return replace(config, mean=mean.tolist(), std=std.clamp_min(1e-6).tolist())
 
     def visualize(self, figure: Figure, path: Path) -> None:
         path.write_bytes(b"\x89PNG\r\n\x1a\n")

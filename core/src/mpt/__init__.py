@@ -6,7 +6,7 @@ Public API::
     mpt.list_modalities()                 # names of installed modality plugins (no plugin import)
     modality = mpt.get_modality("pointcloud")
     encoder = mpt.load_encoder("runs/demo/encoder")
-    out = encoder(batch)                  # out.tokens [B, N, D], out.pooled [B, D]
+    out = encoder(batch)                  # a Batch, or a plain tensor: out.tokens [B, N, D], out.pooled [B, D]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from mpt.contract import (
     PLUGIN_API,
+    Batch,
     Figure,
     Mask,
     Masker,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "PLUGIN_API", "Figure", "Mask", "Masker", "Modality", "Recipe", "Sample", "Target", "Tokenizer",
+    "PLUGIN_API", "Batch", "Figure", "Mask", "Masker", "Modality", "Recipe", "Sample", "Target", "Tokenizer",
     "TokenSet", "CheckpointError", "ConfigError", "DataError", "MptError", "PluginError",
     "TrainingError", "get_modality", "list_modalities", "plugin_status", "load_encoder", "__version__",
 ]

@@ -66,13 +66,14 @@ class Backbone(nn.Module):
         pos = self.tokenizer.pos(tokens.coords.to(x.dtype))
         return self.encoder(x, pos, tokens.valid)
 
-    def forward(self, batch: Batch | Input) -> EncoderOutput:
-        """Raw batch → :class:`EncoderOutput` (see :meth:`tokens`; no masking).
+    def forward(self, batch: Batch | Input, augment: Callable[[Batch], Batch] | None = None) -> EncoderOutput:
+        """Raw batch → :class:`EncoderOutput` (see :meth:`tokens`; no masking; ``augment`` only when
+        fine-tuning).
 
         Rows a tokenizer folded into the batch (``TokenSet.rows_per_sample``) are rejoined: one
         sample's tokens are ``[rows_per_sample * N, D]``, channel-major.
         """
-        tokens = self.tokens(batch)
+        tokens = self.tokens(batch, augment)
         x = self.encode(tokens)
         prefix = self.encoder.num_prefix
         r = tokens.rows_per_sample

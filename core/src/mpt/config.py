@@ -429,8 +429,14 @@ def target_choices(modality: Modality) -> dict[str, Any]:
     """A modality's own MAE targets as registry entries (a Target class or a Registered each)."""
     from mpt.registry import Registered
 
+    from mpt.errors import PluginError
+    from mpt.registry import TARGETS
+
     out = {}
+    core = set(TARGETS.names())
     for name, t in modality.targets().items():
+        if name in core:
+            raise PluginError(f"{modality.name}: its target '{name}' has the name of a registered target; rename it")
         out[name] = t if isinstance(t, Registered) else Registered(name, lambda params, _t=t: _t())
     return out
 

@@ -314,10 +314,11 @@ class Tokenizer(nn.Module):
 
     Subclasses implement :meth:`tokenize`, :meth:`embed` and :meth:`card`, and set
     ``coord_dim``, ``pos_kind`` ("sincos" for grid coordinates, "mlp" for continuous ones,
-    "learned" for a table over a grid of ``pos_size`` integer coordinates, "identity", "none"),
+    "learned" for a table over a grid of ``pos_size`` integer coordinates, "identity", "none") and
     ``patch_shape`` (the per-token ``patches`` shape, known from the config: it sizes the MAE head,
-    no data is read for it) and ``grid_axes`` (how many grid axes the tokens form; 0 = an unordered
-    set) before calling ``super().__init__(dim, pos_size)``. The base class builds ``self.pos``.
+    no data is read for it) before calling ``super().__init__(dim, pos_size)``; the class attribute
+    ``grid_axes`` says how many grid axes the tokens form (0 = an unordered set; maskers that need a
+    grid are refused before training). The base class builds ``self.pos``.
 
     ``missing_values = True`` declares that NaN in a raw batch marks a missing value this
     tokenizer handles (time series: never embedded as a number, never a training target);
@@ -442,7 +443,8 @@ class Recipe:
 class Figure:
     """What ``Modality.visualize`` receives: one batch as the objective saw it.
 
-    ``batch`` is the normalised batch the tokens were cut from; ``reconstruction``
+    ``batch`` is the raw batch as collated (before ``Tokenizer.normalize``; call
+    ``tokenizer.normalize(batch)`` for the frame the tokens live in); ``reconstruction``
     ``[B, Nt, *patch_shape]`` is MAE's output for ``mask.targets()`` (None for JEPA)."""
 
     batch: Batch
@@ -481,7 +483,7 @@ class Modality:
                 skip_bad_files: bool = False) -> SampleDataset:
         """Samples (:class:`Sample`) from ``path`` (a file or folder), or the embedded demo data
         when ``path`` is None. Files are opened when an item is read, not here
-        (:class:`mpt.files.FileDataset`). Bad files raise :class:`mpt.errors.DataError` naming the
+        (:class:`mpt.files.LazyFiles`). Bad files raise :class:`mpt.errors.DataError` naming the
         file, or with ``skip_bad_files`` are recorded in ``dataset.skipped`` (``(path, reason)``).
 
         ``split`` is one of :data:`SPLITS`: "train" (pretraining: the training files, random
@@ -498,9 +500,10 @@ class Modality:
     def tokenizer(self, config: Any, dim: int) -> Tokenizer:
         raise NotImplementedError
 
-    def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
+    def augment(self, batch: Batch, config: Any, generator: torch.Generator) -> Batch:
         """Training-time augmentation of a normalised batch (after ``Tokenizer.normalize``, before
-        ``tokenize``), drawn from ``generator`` (seeded per step: exact resume). Identity by default;
+        ``tokenize``) under the data ``config``, drawn from ``generator`` (seeded per step: exact
+        resume). Called on training batches only (pretraining and fine-tuning). Identity by default;
         per-sample augmentation that must precede normalisation belongs in the dataset."""
         return batch
 

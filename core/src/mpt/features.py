@@ -82,7 +82,8 @@ def check_pool(encoder: Backbone, pool: str) -> None:
                        "use --pool mean")
 
 
-def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean") -> Tensor:
+def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean",
+                augment: Callable[[Batch], Batch] | None = None) -> Tensor:
     """``[B, D]`` (``groups``: ``[B, G·D]``) features of a raw batch.
 
     ``mean``: the mean over the valid (non-padding) tokens, CLS excluded — ``out.pooled`` when the
@@ -95,7 +96,7 @@ def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean") ->
     """
     check_pool(encoder, pool)
     has_cls = encoder.encoder.cls_token is not None
-    out = encoder(batch)
+    out = encoder(batch, augment)
     if pool == "cls" or (pool == "mean" and not has_cls):
         return out.pooled  # the CLS token with a prefix, the mean over valid tokens without one
     b, d = out.tokens.shape[0], out.tokens.shape[-1]

@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from mpt.backbone import Backbone
 from mpt.contract import Batch, Sample, SampleDataset, collate_samples
 from mpt.errors import ConfigError, DataError
-from mpt.features import check_pool, open_dataset, pool_output
-from mpt.loop import batches, make_accelerator, open_loader, optimize, set_lr
+from mpt.features import check_pool, data_config, open_dataset, pool_output
+from mpt.loop import batches, make_accelerator, open_loader, optimize, set_lr, step_seed
 from mpt.optim import lr_at, param_groups
 
 __all__ = ["Classifier", "FinetuneResult", "finetune", "finetune_from_path", "layer_decay_groups",
@@ -78,8 +78,11 @@ class Classifier(nn.Module):
         trunc_normal_(self.head.weight, std=2e-5)  # MAE main_finetune.py: "manually initialize fc layer"
         nn.init.zeros_(self.head.bias)
 
+    augment: Callable[[Batch], Batch] | None = None  # training-time augmentation (set by finetune per step)
+
     def forward(self, batch: Batch | Tensor) -> Tensor:
-        return self.head(self.dropout(self.norm(pool_output(self.encoder, batch, self.pool))))
+        augment = self.augment if self.training else None
+        return self.head(self.dropout(self.norm(pool_output(self.encoder, batch, self.pool, augment))))
 
 
 def set_drop_path(encoder: Backbone, rate: float) -> None:
@@ -166,6 +169,7 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
              label_smoothing: float = 0.1, grad_clip: float | None = None, pool: Literal["mean", "cls"] = "mean",
              head_norm: Literal["batch", "layer", "none"] = "batch", head_dropout: float = 0.0,
              precision: Literal["no", "bf16"] = "no", seed: int = 0, freeze_encoder: bool = False,
+             augment: Callable[[Batch, torch.Generator], Batch] | None = None,
              progress: bool = True) -> FinetuneResult:
     """Fine-tune a copy of ``encoder`` with a linear head on labelled ``train_data``; evaluate on
     ``eval_data`` after every epoch. ``encoder`` itself is left unchanged.
@@ -174,7 +178,10 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
     its ViT-B recipe, blr 5e-4 at batch 1024, is ``lr=2e-3``). Epochs are whole batches of a seeded
     permutation (``drop_last``, as MAE); the schedule is per step. ``collate`` is the modality's
     (``modality.collate``; default: stack the inputs). ``freeze_encoder`` trains only the head
-    (linear probing; no drop path or layer decay then). Deterministic on CPU for a given ``seed``.
+    (linear probing; no drop path or layer decay then). ``augment(batch, generator)`` is the
+    modality's training augmentation (``Modality.augment`` with its data config, as
+    :func:`finetune_from_path` passes it), applied to normalised training batches only, drawn from the
+    step's seed. Deterministic on CPU for a given ``seed``.
     """
     if precision not in ("no", "bf16"):
         raise ConfigError("precision", f"{precision!r} is not allowed; choose no or bf16")
@@ -220,6 +227,9 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
         if freeze_encoder:
             net.encoder.eval()  # frozen features: no drop path, no dropout
         base_lr = set_lr(optimizer, lr_at(step, total, warmup, lr, min_lr))
+        if augment is not None:  # the modality's training augmentation, drawn from the step's seed
+            gen = torch.Generator().manual_seed(step_seed(seed, step, 0, accelerator.process_index))
+            net.augment = lambda b, g=gen: augment(b, g)
         loss = criterion(model(batch).float(), batch.labels)
         optimize(accelerator, model, loss, optimizer, grad_clip)
         step += 1
@@ -237,6 +247,7 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
         if step >= total:
             break
     bar.close()
+    net.augment = None
     net.eval()
     best = max((h["accuracy"] for h in history), default=float("nan")) if eval_loader is not None else float("nan")
     return FinetuneResult(model=net, history=history, best_accuracy=best, classes=classes)
@@ -293,6 +304,7 @@ def finetune_from_path(encoder_path: str | PathLike[str], data: str | PathLike[s
     card = read_card(Path(encoder_path))
     encoder = load_encoder(encoder_path)
     train, modality = open_dataset(card, None if data is None else Path(data), "train", data_sets)
+    train_cfg = data_config(card, modality, data_sets)
     where = Path(data) if data is not None else "demo data"
     classes = list(getattr(train, "classes", None) or [])
     if not classes:
@@ -309,4 +321,4 @@ def finetune_from_path(encoder_path: str | PathLike[str], data: str | PathLike[s
         if eval_classes != classes:
             test = Relabelled(test, eval_classes, classes)
     return finetune(encoder, train, test, num_classes=len(classes) if num_classes is None else num_classes,
-                    collate=modality.collate, **options)
+                    collate=modality.collate, augment=lambda b, g: modality.augment(b, train_cfg, g), **options)

@@ -73,7 +73,7 @@ class RatioConfig:
 class TubeMaskConfig:
     """``tube``: share of the spatial cells predicted at every time step (VideoMAE: 0.9)."""
 
-    ratio: float = bounded(0.9, gt=0, lt=1)
+    ratio: float = bounded(0.9, gt=0, lt=1)  # share of the spatial cells hidden at every time step
 
 
 @dataclass
@@ -81,10 +81,10 @@ class MultiblockConfig:
     """``multiblock`` (I-JEPA): ``num_targets`` target blocks of area ``target_scale`` × plane and
     aspect ``target_aspect`` (height / width), one context block of area ``context_scale`` × plane."""
 
-    num_targets: int = bounded(4, ge=1)
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
+    num_targets: int = bounded(4, ge=1)  # target blocks per sample (I-JEPA: 4)
+    target_scale: tuple[float, float] = (0.15, 0.2)  # target block area / plane area, drawn per batch
+    target_aspect: tuple[float, float] = (0.75, 1.5)  # target block height / width, drawn per batch
+    context_scale: tuple[float, float] = (0.85, 1.0)  # context block area / plane area
 
 
 @dataclass
@@ -92,9 +92,9 @@ class BlockFamily:
     """One V-JEPA mask family: ``num_blocks`` blocks, each of area ``scale`` × the spatial plane
     (the last two grid axes) and aspect in ``aspect``, spanning every leading axis (all frames)."""
 
-    num_blocks: int = bounded(1, ge=1)
-    scale: float = bounded(0.15, gt=0, le=1)
-    aspect: tuple[float, float] = (0.75, 1.5)
+    num_blocks: int = bounded(1, ge=1)  # blocks of this family per sample
+    scale: float = bounded(0.15, gt=0, le=1)  # block area / plane area (blocks span every leading axis)
+    aspect: tuple[float, float] = (0.75, 1.5)  # block height / width
 
 
 def _vjepa_families() -> list[BlockFamily]:
@@ -106,7 +106,7 @@ class FamiliesConfig:
     """``multiblock_families`` (V-JEPA): one mask per family (default: V-JEPA's short-range 8 × 0.15
     and long-range 2 × 0.7 blocks, aspect (0.75, 1.5), temporal scale 1.0)."""
 
-    families: list[BlockFamily] = field(default_factory=_vjepa_families)
+    families: list[BlockFamily] = field(default_factory=_vjepa_families)  # one mask per family (V-JEPA: 8 × 0.15 and 2 × 0.7)
 
 
 @dataclass
@@ -117,9 +117,9 @@ class DualMaskConfig:
     0.5 keeps half of every frame). ``decoder``: "running_cell" (VideoMAE V2) or "random" (per sample,
     like ``random``)."""
 
-    encoder: Choice = choice("maskers", "tube")
-    decoder_ratio: float = bounded(0.5, gt=0, lt=1)
-    decoder: Literal["running_cell", "random"] = "running_cell"
+    encoder: Choice = choice("maskers", "tube")  # the encoder's masker (VideoMAE V2: tube 0.9)
+    decoder_ratio: float = bounded(0.5, gt=0, lt=1)  # share of the tokens the decoder drops
+    decoder: Literal["running_cell", "random"] = "running_cell"  # how the decoder's tokens are chosen
 
 
 # --------------------------------------------------------------------------- maskers

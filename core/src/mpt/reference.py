@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from mpt.config import Choice, Config, to_plain
+from mpt.config import Choice, Config, target_choices, to_plain
 from mpt.contract import Modality
 from mpt.registry import MASKERS, OBJECTIVES, TARGETS, Registry
 
@@ -92,14 +92,16 @@ def sections(modality: Modality | None = None) -> list[tuple[str, str, list[Key]
                     keys(modality.tokenizer_config, "tokenizer")))
     out += component_sections(OBJECTIVES, "objective", lambda name: name)
     out += component_sections(MASKERS, "masker", lambda name: "<objective>.mask")
-    out += component_sections(TARGETS, "target", lambda name: "mae.target")
+    extra = target_choices(modality) if modality is not None else None
+    out += component_sections(TARGETS, "target", lambda name: "mae.target", extra)
     return out
 
 
-def component_sections(registry: Registry, kind: str, prefix: Any) -> list[tuple[str, str, list[Key]]]:
+def component_sections(registry: Registry, kind: str, prefix: Any,  # noqa: ANN401
+                       extra: dict[str, Any] | None = None) -> list[tuple[str, str, list[Key]]]:
     out = []
-    for name in registry.names():
-        item = registry.get(name, kind)
+    for name in registry.names(extra):
+        item = registry.get(name, kind, extra)
         rows = keys(item.config, prefix(name)) if item.config is not None else []
         out.append((f"{kind} {name}", item.description or (summary(item.config) if item.config else ""), rows))
     return out

@@ -23,7 +23,7 @@ GROUP = "mpt.modalities"
 _loaded: dict[str, Modality] = {}
 
 API_CHANGES = (
-    ". What changed from API 1 to 2 (docs/plugins.md, 'Migrating from PLUGIN_API 1'): collate returns an "
+    ". What changed from API 1 to 2 (docs/migrating-to-api-2.md): collate returns an "
     "mpt.Batch (input + meta), tokenize/normalize receive that Batch, embed receives the TokenSet, "
     "Tokenizer declares patch_shape and grid_axes, Target.loss takes a per-token weight, MAE targets and "
     "maskers are configured as {name: ..., params}")

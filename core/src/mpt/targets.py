@@ -19,7 +19,7 @@ from mpt.registry import TARGETS, Registered
 class PatchTargetConfig:
     """``normalize``: MAE's ``norm_pix_loss`` (per-token standardised target)."""
 
-    normalize: bool = True
+    normalize: bool = True  # MAE's norm_pix_loss: each target patch standardised by its own mean and std
 
 
 class PatchTarget(Target):

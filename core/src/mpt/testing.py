@@ -111,7 +111,12 @@ class Kit:
         declared = build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer.patch_shape
         assert tuple(declared) == tokens.patch_shape, (
             f"the tokenizer declares patch_shape {tuple(declared)} but tokenize gives {tokens.patch_shape}")
-        assert torch.isfinite(tokens.patches.float()).all() and torch.isfinite(tokens.coords.float()).all()
+        patches = tokens.patches.float()
+        assert not torch.isinf(patches).any() and torch.isfinite(tokens.coords.float()).all(), \
+            "tokens hold ±Inf patches or non-finite coords"
+        if not getattr(type(build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer),
+                       "missing_values", False):  # NaN only pads smaller patches of a group, never a whole token
+            assert not patches.flatten(2).isnan().all(-1).any(), "a token whose patch is all NaN"
         assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
         assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"
 

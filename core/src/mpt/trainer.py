@@ -92,7 +92,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
         seed = step_seed(cfg.train.seed, step, len(micro_losses), accelerator.process_index)
         torch.manual_seed(seed)
         lr = set_lr(optimizer, lr_at(step, total, warmup, cfg.optim.lr, cfg.optim.min_lr))
-        tokens, masks = prepare_batch(model.backbone, modality, masker, batch, seed)
+        tokens, masks = prepare_batch(model.backbone, modality, cfg.data, masker, batch, seed)
         with accelerator.accumulate(objective):
             result = objective(tokens, masks)
             check_loss(result.loss, step, last_ckpt)
@@ -195,8 +195,8 @@ def schedule(cfg: Config, stream: Loader) -> tuple[int, int]:
     tc, oc = cfg.train, cfg.optim
     per_epoch = stream.batches_per_epoch
     if per_epoch is None and (tc.max_steps is None or oc.warmup_epochs is not None):
-        raise ConfigError("train.max_steps", "an iterable (streaming) dataset has no epoch length: set "
-                                             "train.max_steps and optim.warmup_steps")
+        raise ConfigError("train.max_steps", "an iterable (streaming) dataset has no epoch length: give the "
+                                             "run length as train.max_steps and the warm-up as optim.warmup_steps")
     steps_per_epoch = max(1, (per_epoch or 1) // oc.accumulate)
     total = tc.max_steps if tc.max_steps else math.ceil((tc.epochs or 1) * steps_per_epoch)
     warmup = oc.warmup_steps if oc.warmup_steps is not None else round((oc.warmup_epochs or 0) * steps_per_epoch)
@@ -239,11 +239,11 @@ def configure_attention(model: Objective, device: torch.device) -> None:
             m.configure_attention(device)
 
 
-def prepare_batch(backbone: Backbone, modality: Modality, masker: Masker, batch: Batch,
+def prepare_batch(backbone: Backbone, modality: Modality, data_config: Any, masker: Masker, batch: Batch,
                   seed: int) -> tuple[TokenSet, list[Mask]]:
     """Normalise, augment (seeded), tokenize and mask one batch."""
     generator = torch.Generator().manual_seed(seed ^ AUGMENT_SEED)  # draws independent of the mask's
-    tokens = backbone.tokens(batch, augment=lambda b: modality.augment(b, generator))
+    tokens = backbone.tokens(batch, augment=lambda b: modality.augment(b, data_config, generator))
     return tokens, as_masks(masker(tokens, torch.Generator().manual_seed(seed)))
 
 

@@ -97,16 +97,16 @@ def test_determinism_and_reseed(folder: Path) -> None:
     assert not torch.equal(b[0].input, first[0])
 
 
-def test_augmentation_is_the_modality_s_and_only_for_train(folder: Path) -> None:
-    """Point-MAE's scale-and-translate: the train split carries the ranges, PointCloud.augment draws
-    [B, 3] scales then [B, 3] shifts from the step's generator and applies them to the normalised xyz."""
+def test_augmentation_is_the_modality_s_and_follows_the_data_config(folder: Path) -> None:
+    """Point-MAE's scale-and-translate: PointCloud.augment draws [B, 3] scales then [B, 3] shifts
+    from the step's generator within data.scale / data.translate and applies them to the xyz."""
     m = PointCloud()
-    train = PointCloudDataset(folder, "train", cfg(scale=(0.5, 2.0), translate=0.3), progress=False)
+    conf = cfg(scale=(0.5, 2.0), translate=0.3)
+    train = PointCloudDataset(folder, "train", conf, progress=False)
     batch = m.collate([train[i] for i in range(4)])
-    assert batch.meta["augment_scale"].tolist() == [[0.5, 2.0]] * 4
-    assert batch.meta["augment_translate"].tolist() == pytest.approx([0.3] * 4)
+    assert batch.meta == {}  # samples carry no augmentation settings: the config does
     x = batch.tensor
-    out = m.augment(batch, torch.Generator().manual_seed(9))
+    out = m.augment(batch, conf, torch.Generator().manual_seed(9))
     y = out.tensor
     assert y.shape == x.shape and not torch.allclose(y, x) and torch.equal(batch.tensor, x)
     assert out.sources == batch.sources and out.meta.keys() == batch.meta.keys()
@@ -115,21 +115,16 @@ def test_augmentation_is_the_modality_s_and_only_for_train(folder: Path) -> None
     shift = (torch.rand(4, 3, generator=g) * 2 - 1) * 0.3
     torch.testing.assert_close(y, x * scale[:, None] + shift[:, None])
     assert ((scale >= 0.5) & (scale <= 2.0)).all() and (shift.abs() <= 0.3).all()
-    assert torch.equal(m.augment(batch, torch.Generator().manual_seed(9)).tensor, y)  # a function of the generator
-    assert not torch.equal(m.augment(batch, torch.Generator().manual_seed(10)).tensor, y)
+    assert torch.equal(m.augment(batch, conf, torch.Generator().manual_seed(9)).tensor, y)  # a function of the generator
+    assert not torch.equal(m.augment(batch, conf, torch.Generator().manual_seed(10)).tensor, y)
     # features are not augmented
-    wide = Batch(input=torch.rand(2, 50, 5), meta={k: v[:2] for k, v in batch.meta.items()})
-    assert torch.equal(m.augment(wide, torch.Generator().manual_seed(0)).tensor[..., 3:], wide.tensor[..., 3:])
-    # the same data config keys as before; no ranges (other splits, augment: false): unchanged
-    for ds in (PointCloudDataset(folder, "train", cfg(augment=False), progress=False),
-               PointCloudDataset(folder, "probe", cfg(), progress=False),
-               PointCloudDataset(folder, "test", cfg(), progress=False)):
-        plain = m.collate([ds[i] for i in range(4)])
-        assert plain.meta == {} and m.augment(plain, torch.Generator().manual_seed(9)) is plain
-    assert m.augment(Batch.of(x), torch.Generator()).tensor is x
+    wide = Batch(input=torch.rand(2, 50, 5))
+    assert torch.equal(m.augment(wide, conf, torch.Generator().manual_seed(0)).tensor[..., 3:], wide.tensor[..., 3:])
+    # augment: false leaves the batch as it is
+    assert m.augment(batch, cfg(augment=False), torch.Generator().manual_seed(9)) is batch
 
 
-def test_training_normalises_once_and_augments_only_in_training(folder: Path) -> None:
+def test_training_normalises_once_and_augments_by_the_data_config(folder: Path) -> None:
     """Backbone.tokens (the input path of training, feature extraction and load_encoder) normalises
     exactly once: a cloud ×1000 and shifted gives the tokens of the original. The training step
     (trainer.prepare_batch) adds the modality's augmentation, drawn from the step's seed."""
@@ -153,18 +148,18 @@ def test_training_normalises_once_and_augments_only_in_training(folder: Path) ->
     def masker(t, g):  # noqa: ANN001, ANN202 - the first 3 groups visible
         return Mask(keep=torch.arange(3).repeat(t.batch_size, 1), pred=torch.arange(3, 8).repeat(t.batch_size, 1))
 
-    trained, masks = prepare_batch(backbone, m, masker, batch, seed=5)
+    conf = cfg()
+    trained, masks = prepare_batch(backbone, m, conf, masker, batch, seed=5)
     assert len(masks) == 1 and not torch.allclose(trained.coords, tokens.coords, atol=1e-3)  # augmented
-    again, _ = prepare_batch(backbone, m, masker, moved, seed=5)  # same step seed: same draws, same frame
+    again, _ = prepare_batch(backbone, m, conf, masker, moved, seed=5)  # same step seed: same draws, same frame
     torch.testing.assert_close(again.coords, trained.coords, atol=1e-4, rtol=0)
     from mpt.trainer import AUGMENT_SEED
 
     gen = torch.Generator().manual_seed(5 ^ AUGMENT_SEED)
-    expected = backbone.tokenizer.tokenize(m.augment(backbone.tokenizer.normalize(batch), gen))
+    expected = backbone.tokenizer.tokenize(m.augment(backbone.tokenizer.normalize(batch), conf, gen))
     torch.testing.assert_close(trained.coords, expected.coords)
-    probe = m.collate([PointCloudDataset(folder, "probe", cfg(), progress=False)[i] for i in range(4)])
-    plain, _ = prepare_batch(backbone, m, masker, probe, seed=5)  # no augmentation ranges: no augmentation
-    torch.testing.assert_close(plain.coords, backbone.tokens(probe).coords)
+    plain, _ = prepare_batch(backbone, m, cfg(augment=False), masker, batch, seed=5)  # augment: false
+    torch.testing.assert_close(plain.coords, tokens.coords)
 
 
 def test_few_points_resampled_with_one_warning(tmp_path: Path) -> None:

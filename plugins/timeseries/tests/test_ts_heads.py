@@ -62,6 +62,18 @@ def test_forecast_shapes_any_channel_count_and_mixed() -> None:
     assert odd.num_patches == 8 and odd(torch.randn(2, 2, 60)).shape == (2, 2, 7)
 
 
+def test_heads_take_collated_batches() -> None:
+    """A Batch from the modality's collate works as the plain tensor does."""
+    enc = encoder().eval()
+    ds = TimeSeries().dataset(None, "train", TimeSeries.data_config(context=CONTEXT, min_length=8))
+    batch = TimeSeries().collate([ds[0], ds[1], ds[2]])
+    with torch.no_grad():
+        forecaster, classifier = Forecaster(enc, CONTEXT, HORIZON).eval(), Classifier(enc, 4).eval()
+        torch.testing.assert_close(forecaster(batch), forecaster(batch.tensor), rtol=0, atol=0)
+        torch.testing.assert_close(classifier(batch), classifier(batch.tensor), rtol=0, atol=0)
+    assert forecaster(batch).shape == (3, 6, HORIZON)
+
+
 @pytest.mark.parametrize("channels", ["independent", "mixed"])
 def test_forecast_follows_scale_and_shift_of_input(channels: str) -> None:
     """Inverse RevIN: forecast(a·x + b) = a·forecast(x) + b per sample and channel (a > 0)."""

@@ -7,8 +7,8 @@ any H and W that are multiples of the patch size. The core calls ``normalize`` (
 pixels, then ``(x - mean) / std`` per channel) and then ``tokenize`` (``p × p`` patches of the
 normalised pixels), in training and in :func:`mpt.load_encoder` alike; ``embed`` is
 ``Linear(C·p·p → D)`` on the patch flattened channel-first, which is the ViT
-``Conv2d(C, D, kernel=p, stride=p)`` stem with its weight reshaped to ``[D, C·p·p]``. Coords are (row, col) patch indices; their sin-cos position equals MAE's
-2-D table (see :class:`ImageTokenizer`).
+``Conv2d(C, D, kernel=p, stride=p)`` stem with its weight reshaped to ``[D, C·p·p]``. Coords are
+(row, col) patch indices; their sin-cos position equals MAE's 2-D table (see :class:`ImageTokenizer`).
 """
 
 from __future__ import annotations

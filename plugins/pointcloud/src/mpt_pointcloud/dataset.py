@@ -17,10 +17,6 @@ from mpt.files import LazyFiles, find_files, folder_labels
 from mpt_pointcloud.config import PointCloudDataConfig
 from mpt_pointcloud.io import SUPPORTED, read_points
 
-AUGMENT_SCALE = "augment_scale"
-"""``Sample.meta`` key of a train-split sample with ``data.augment``: the per-axis scale range ``[2]``."""
-AUGMENT_TRANSLATE = "augment_translate"
-"""``Sample.meta`` key of a train-split sample with ``data.augment``: the translation range (±, a number)."""
 
 
 class PointCloudDataset(Dataset):
@@ -34,10 +30,8 @@ class PointCloudDataset(Dataset):
     Item ``i`` is file ``i % num_files`` (so each file appears ``repeats`` times per epoch):
     ``Sample(input=float32 [num_points, 3+F], source=path, label=class index or None)`` where F is
     the number of feature columns all files share; classes are the first-level folder names when
-    every file sits in ``path/<class>/``. Points are as in the file (not normalised). On the "train"
-    split with ``data.augment`` the sample's ``meta`` carries the augmentation ranges
-    (:data:`AUGMENT_SCALE`, :data:`AUGMENT_TRANSLATE`) that ``PointCloud.augment`` draws from.
-    Randomness (the subset) depends only on (seed, i): call :meth:`reseed` to change the seed.
+    every file sits in ``path/<class>/``. Points are as in the file (not normalised, not augmented:
+    ``PointCloud.augment`` does that on training batches). Randomness (the subset) depends only on (seed, i): call :meth:`reseed` to change the seed.
     """
 
     def __init__(self, path: str | Path, split: str, config: PointCloudDataConfig, *,
@@ -56,10 +50,6 @@ class PointCloudDataset(Dataset):
         if len(widths) > 1:
             warnings.warn(f"{path}: files have {sorted(w - 3 for w in widths)} feature columns; "
                           f"keeping the {self.width - 3} they all share", stacklevel=2)
-        self.augment = None
-        if config.augment and split == "train":
-            self.augment = {AUGMENT_SCALE: torch.tensor(config.scale, dtype=torch.float32),
-                            AUGMENT_TRANSLATE: float(config.translate)}
 
     def _read(self, f: Path) -> np.ndarray:
         """One file, kept as at most ``cache_points`` points (a fixed subset, seeded by the file name)."""
@@ -94,5 +84,4 @@ class PointCloudDataset(Dataset):
         n = len(pts)
         pick = torch.randperm(n, generator=g)[: cfg.num_points] if n >= cfg.num_points else \
             torch.randint(n, (cfg.num_points,), generator=g)
-        return Sample(input=pts[pick].clone(), source=self.sources[i], label=self.labels[i],
-                      meta=dict(self.augment) if self.augment else {})
+        return Sample(input=pts[pick].clone(), source=self.sources[i], label=self.labels[i])

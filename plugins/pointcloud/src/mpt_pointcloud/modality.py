@@ -37,26 +37,19 @@ class PointCloud(Modality):
         return PointCloudDataset(DEMO_DATA if path is None else path, split, config,
                                  skip_bad_files=skip_bad_files)
 
-    def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
-        """Point-MAE ``PointcloudScaleAndTranslate`` on the normalised batch (training only): each cloud's
-        xyz scaled per axis by a factor uniform in ``data.scale`` and shifted per axis uniformly in
-        ``±data.translate``; the ``[B, 3]`` scales, then the ``[B, 3]`` shifts, drawn from ``generator``.
-
-        The ranges come with the samples: the "train" split with ``data.augment`` puts them in each
-        sample's ``meta`` (:data:`~mpt_pointcloud.dataset.AUGMENT_SCALE`, ``AUGMENT_TRANSLATE``); a batch
-        without them (other splits, ``augment: false``, a plain tensor) is returned unchanged."""
-        from mpt_pointcloud.dataset import AUGMENT_SCALE, AUGMENT_TRANSLATE
-
-        ranges, shifts = batch.meta.get(AUGMENT_SCALE), batch.meta.get(AUGMENT_TRANSLATE)
-        if not isinstance(ranges, torch.Tensor) or not isinstance(shifts, torch.Tensor):
+    def augment(self, batch: Batch, config: PointCloudDataConfig, generator: torch.Generator) -> Batch:
+        """Point-MAE ``PointcloudScaleAndTranslate`` on the normalised training batch (with
+        ``data.augment``): each cloud's xyz scaled per axis by a factor uniform in ``data.scale`` and
+        shifted per axis uniformly in ``±data.translate``; the ``[B, 3]`` scales, then the ``[B, 3]``
+        shifts, drawn from ``generator``. Feature columns are unchanged."""
+        if not config.augment:
             return batch
         x = batch.tensor
         b = x.shape[0]
         dev = generator.device  # draws on the generator's device (the trainer's: the CPU)
-        ranges, shifts = ranges.float().to(dev), shifts.float().to(dev).reshape(b, 1)
-        lo, hi = ranges[:, :1], ranges[:, 1:2]  # [B, 1] each
+        lo, hi = config.scale
         scale = torch.rand(b, 3, generator=generator, device=dev) * (hi - lo) + lo
-        shift = (torch.rand(b, 3, generator=generator, device=dev) * 2 - 1) * shifts
+        shift = (torch.rand(b, 3, generator=generator, device=dev) * 2 - 1) * config.translate
         xyz = x[..., :3] * scale.to(x)[:, None] + shift.to(x)[:, None]
         return batch.replace(input=torch.cat([xyz, x[..., 3:]], dim=-1))
 

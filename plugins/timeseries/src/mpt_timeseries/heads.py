@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mpt.backbone import Backbone, EncoderOutput
+from mpt.contract import Batch
 from mpt_timeseries.ops import num_patches
 from mpt_timeseries.tokenizer import SeriesTokenizer
 
@@ -43,7 +44,7 @@ class _Head(nn.Module):
             self.encoder.eval()
         return self
 
-    def encode(self, x: Tensor) -> EncoderOutput:
+    def encode(self, x: Batch | Tensor) -> EncoderOutput:
         if self.freeze_encoder:
             with torch.no_grad():
                 return self.encoder(x)
@@ -73,13 +74,15 @@ class Forecaster(_Head):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_patches * encoder.dim, self.out_channels * horizon)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``[B, C, context]`` (NaN = missing) → forecast ``[B, C, horizon]``."""
+    def forward(self, batch: Batch | Tensor) -> Tensor:
+        """A window ``[B, C, context]`` (NaN = missing; a tensor or an ``mpt.contract.Batch``) →
+        forecast ``[B, C, horizon]``."""
+        x = Batch.of(batch).tensor
         if x.ndim != 3 or x.shape[-1] != self.context:
             raise ValueError(f"Forecaster expects a window [B, C, {self.context}] (context={self.context}), "
                              f"got shape {tuple(x.shape)}")
         b, c, _ = x.shape
-        tokens = self.encode(x).tokens  # [B, C·N, D] (independent) or [B, N, D] (mixed)
+        tokens = self.encode(batch).tokens  # [B, C·N, D] (independent) or [B, N, D] (mixed)
         rows = 1 if self.tokenizer.mixed else c
         y = self.head(self.dropout(tokens.reshape(b, rows, -1)))  # [B, rows, out_channels·horizon]
         y = y.reshape(b, c, self.horizon)
@@ -101,9 +104,10 @@ class Classifier(_Head):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.dim, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``[B, C, T]`` (any ``T``, NaN = missing) → logits ``[B, num_classes]``."""
-        return self.head(self.dropout(self.encode(x).pooled))
+    def forward(self, batch: Batch | Tensor) -> Tensor:
+        """Series ``[B, C, T]`` (any ``T``, NaN = missing; a tensor or an ``mpt.contract.Batch``) →
+        logits ``[B, num_classes]``."""
+        return self.head(self.dropout(self.encode(batch).pooled))
 
 
 def masked_mse(pred: Tensor, target: Tensor) -> Tensor:
