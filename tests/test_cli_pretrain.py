@@ -21,11 +21,10 @@ from safetensors.torch import load_file
 import mpt
 import mpt.trainer
 from _mpt_helpers import TINY_SETS, interrupt_after_checkpoint, invoke, read_metrics, tiny_args
-from mpt.backbone import build_backbone
 from mpt.checkpoint import list_checkpoints, load_checkpoint
-from mpt.config import Config, build_config, parse
+from mpt.config import build_config, parse_config
 from mpt.optim import create_optimizer
-from mpt.trainer import build_objective
+from mpt.trainer import build_model
 
 MPT_EXE = Path(sys.executable).with_name("mpt")
 
@@ -115,8 +114,10 @@ def test_run_folder_layout(mae_run) -> None:  # noqa: ANN001
     assert saved == expected.to_dict()
     assert saved["model"]["dim"] == 32 and saved["tokenizer"]["num_groups"] == 16
     assert saved["data"]["num_points"] == 256 and saved["train"]["batch_size"] == 8
-    sections = {"data": modality.data_config, "tokenizer": modality.tokenizer_config}
-    reparsed = parse(Config, saved, overrides=sections)
+    # objective sections sit at the top level (mae:, jepa:), as in a recipe; the chosen one is there
+    assert saved["objective"] == "mae" and saved["mae"]["target"] == {"name": "chamfer"}
+    assert saved["mae"]["mask"]["name"] == "random" and "norm_target" not in saved["mae"]
+    reparsed = parse_config(saved, modality)
     assert reparsed == expected
 
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-30"]
@@ -195,6 +196,29 @@ def test_resume_with_changed_model_fails_naming_the_key(mae_run, tmp_path: Path)
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-30"]
 
 
+def test_resume_of_a_finished_run_has_nothing_to_do(mae_run, tmp_path: Path) -> None:  # noqa: ANN001
+    """``--resume`` on a run that reached its last step: exit 0, the finished message with the run's real
+    last loss (from its last checkpoint, not ``nan``), and nothing trained or rewritten."""
+    out = copy_run(mae_run[0], tmp_path / "run")
+    metrics = (out / "metrics.jsonl").read_text()
+    weights = load_file(str(out / "checkpoints" / "step-30" / "model.safetensors"))
+    result = invoke(*pretrain_args(out, "--resume", "--log-every", "1", *tiny_args("train.figure_every=10")))
+    assert result.exit_code == 0, (result.output, result.exception)
+    last = read_metrics(out)[-1]
+    assert last["step"] == 30
+    m = re.search(r"nothing to do: the run in (\S+) already finished its (\d+) steps \(last loss (\S+)\)",
+                  result.stdout)
+    assert m, result.stdout
+    assert (m.group(1), int(m.group(2))) == (str(out), 30)
+    assert m.group(3) != "nan" and float(m.group(3)) == pytest.approx(last["loss"], abs=1e-4)
+    assert m.group(3) == f"{last['loss']:.4f}"
+    assert "done:" not in result.stdout
+    assert (out / "metrics.jsonl").read_text() == metrics
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-30"]
+    after = load_file(str(out / "checkpoints" / "step-30" / "model.safetensors"))
+    assert after.keys() == weights.keys() and all(torch.equal(after[k], weights[k]) for k in weights)
+
+
 def test_resume_without_checkpoint_fails(tmp_path: Path) -> None:
     result = invoke(*pretrain_args(tmp_path / "empty", "--resume", *tiny_args(), steps=5))
     assert_clean_error(result, "--resume", "no checkpoint")
@@ -209,10 +233,8 @@ def tiny_objective(out: Path):  # noqa: ANN201
     modality = mpt.get_modality("pointcloud")
     raw = yaml.safe_load((out / "config.yaml").read_text())
     raw.pop("versions", None)
-    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
-    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
-    patch_shape = backbone.tokenizer.tokenize(torch.randn(1, cfg.data.num_points, 3)).patch_shape
-    objective = build_objective(cfg, modality, backbone, patch_shape)
+    cfg = parse_config(raw, modality)
+    objective, _ = build_model(cfg, modality)  # sized from the config alone: no batch is read
     return objective, create_optimizer(objective, cfg.optim)
 
 
@@ -221,8 +243,8 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, monkeypatch: p
 
     original, calls = MAE.forward, {"n": 0}
 
-    def forward(self, tokens, mask):  # noqa: ANN001, ANN202
-        out = original(self, tokens, mask)
+    def forward(self, tokens, masks):  # noqa: ANN001, ANN202 - the masks of one step, a list
+        out = original(self, tokens, masks)
         calls["n"] += 1
         if calls["n"] == 5:  # the loss of step 5
             out.loss = out.loss * float("nan")
@@ -272,13 +294,19 @@ def test_exploding_lr_in_a_real_process(tmp_path: Path) -> None:
     (["--set", "model.dimm=3"], ["model.dimm", "unknown key", "allowed keys", "dim", "depth", "heads"]),
     (["--set", "optim.lr=abc"], ["optim.lr", "expected a number", "abc"]),
     (["--set", "mae.mask.ratio=1.5"], ["mae.mask.ratio", "must be < 1", "1.5"]),
-    (["--set", "mae.mask.name=foo"], ["mae.mask.name", "foo", "random", "block", "tube", "multiblock",
-                                      "point_block"]),
+    (["--set", "mae.mask.name=foo"], ["mae.mask.name", "unknown masker 'foo'", "random", "block", "tube",
+                                      "multiblock", "point_block"]),
+    # only the chosen masker's own keys (random has no num_targets)
+    (["--set", "mae.mask.num_targets=3"], ["mae.mask.num_targets", "unknown key", "ratio"]),
+    # norm_target is gone (Contract 2): mae.target={name: patch, normalize: ...}
+    (["--set", "mae.norm_target=false"], ["mae.norm_target", "unknown key", "target"]),
+    (["--set", "mae.target.normalize=false"], ["mae.target.normalize", "target 'chamfer' takes no parameters"]),
+    (["--set", "mae.target.name=nope"], ["mae.target.name", "unknown target 'nope'", "chamfer", "patch"]),
     (["--set", "train.batch_size=true"], ["train.batch_size", "expected an integer"]),
     (["--set", "model.dim"], ["key.sub=value"]),
     (["--recipe", "nope"], ["unknown recipe 'nope'", "demo", "point-mae"]),
-], ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "bool-for-int", "no-equals",
-        "unknown-recipe"])
+], ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "other-maskers-key", "norm-target-gone",
+        "chamfer-takes-no-params", "unknown-target", "bool-for-int", "no-equals", "unknown-recipe"])
 def test_broken_config_is_a_clean_error(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
     out = tmp_path / "run"
     result = invoke(*pretrain_args(out, *args, steps=2))
@@ -298,6 +326,57 @@ def test_broken_config_file_is_a_clean_error(tmp_path: Path, content: str | None
         path.write_text(content)
     result = invoke(*pretrain_args(tmp_path / "run", "--config", str(path), steps=2))
     assert_clean_error(result, str(path), *fragments)
+
+
+def test_unknown_objective_lists_the_registered_ones(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, objective="nope", steps=2))
+    assert_clean_error(result, "objective", "unknown objective 'nope'", "jepa", "mae")
+    assert not out.exists()
+
+
+def test_grid_masker_on_a_token_set_fails_before_training(tmp_path: Path) -> None:
+    """Point-cloud tokens are an unordered set: a grid masker (I-JEPA's multiblock) is refused with a
+    message naming the key, before any step is trained."""
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, "--set", "jepa.mask.name=multiblock", *tiny_args(), objective="jepa",
+                                   steps=2))
+    err = assert_clean_error(result, "jepa.mask.name", "'multiblock'", "unordered set", "point_block")
+    assert "pointcloud tokenizer" in err
+    assert not (out / "checkpoints").exists() or not list_checkpoints(out / "checkpoints")
+    assert not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip()
+    assert not (out / "encoder").exists()
+
+
+def test_patch_target_without_normalisation(tmp_path: Path) -> None:
+    """``norm_target: false`` became ``mae.target={name: patch, normalize: false}``; the run and its card
+    record it."""
+    out = tmp_path / "run"
+    result = invoke(*pretrain_args(out, "--set", "mae.target={name: patch, normalize: false}",
+                                   *tiny_args("train.figure_every=100"), steps=2))
+    assert result.exit_code == 0, (result.output, result.exception)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["mae"]["target"] == {"name": "patch", "normalize": False}
+    card = json.loads((out / "encoder" / "config.json").read_text())
+    assert card["objective_config"]["target"] == {"name": "patch", "normalize": False}
+    cfg = build_config(mpt.get_modality("pointcloud"), sets=["mae.target.name=patch", "mae.target.normalize=false"])
+    assert cfg.objective_config.target.name == "patch" and cfg.objective_config.target.normalize is False
+    assert cfg.objectives["mae"] is cfg.objective_config
+
+
+def test_a_warning_prints_as_one_line_without_its_source(tmp_path: Path) -> None:
+    """In a real process (pytest would record warnings in-process): a user warning reaches stderr as
+    ``warning: …`` only, without the ``file.py:LINE: UserWarning:`` prefix and the source line."""
+    out = tmp_path / "run"
+    # the demo recipe warms up for 20 steps: longer than a 2-step run, which warns
+    args = [str(MPT_EXE), *pretrain_args(out, *tiny_args("train.figure_every=100"), steps=2)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if "warm-up" in ln]
+    assert lines == ["warning: the warm-up (20 steps) is longer than the run (2 steps): the learning rate never "
+                     "reaches optim.lr; lower optim.warmup_steps / optim.warmup_epochs"], proc.stderr
+    assert ".py:" not in proc.stderr and "UserWarning" not in proc.stderr, proc.stderr
+    assert "warnings.warn(" not in proc.stderr
 
 
 def test_unknown_modality_lists_installed(tmp_path: Path) -> None:
@@ -355,6 +434,31 @@ def test_list_shows_pointcloud_and_its_recipes() -> None:
         recipes.append(ln.split()[1].rstrip(":"))
     assert {"demo", "point-mae"} <= set(recipes)
     assert re.search(r"recipe demo \(default\):", result.stdout)
+    # the registries: every masker, objective and target a config may name
+    sections: dict[str, list[str]] = {}
+    current = None
+    for ln in lines:
+        if ln in ("maskers:", "objectives:", "targets:"):
+            current = sections.setdefault(ln.rstrip(":"), [])
+        elif current is not None and ln.startswith("    "):
+            current.append(ln.split()[0])
+        else:
+            current = None
+    assert {"random", "block", "tube", "multiblock", "point_block", "dual"} <= set(sections["maskers"])
+    assert {"mae", "jepa"} <= set(sections["objectives"])
+    assert "patch" in sections["targets"]
+
+
+def test_config_lists_every_key() -> None:
+    result = invoke("config", "--modality", "pointcloud")
+    assert result.exit_code == 0, result.output
+    keys = {ln.split()[0] for ln in result.stdout.splitlines() if ln.startswith("    ")}
+    assert {"model.norm_eps", "train.max_steps", "mae.mask.name", "mae.target.name", "mae.target.normalize",
+            "jepa.export", "data.num_points", "tokenizer.num_groups", "<objective>.mask.ratio"} <= keys
+    assert not any("norm_target" in k for k in keys)
+    assert re.search(r"^target chamfer:", result.stdout, re.M)  # the modality's own target
+    bad = invoke("config", "--modality", "nope")
+    assert_clean_error(bad, "unknown modality 'nope'")
 
 
 def test_info_prints_the_architecture(mae_run) -> None:  # noqa: ANN001

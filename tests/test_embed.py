@@ -132,6 +132,31 @@ def test_mean_and_cls_pools(encoders, tmp_path: Path) -> None:  # noqa: ANN001
     assert not bad.exists()
 
 
+def test_groups_pool_concatenates_one_vector_per_channel(encoders, tmp_path: Path) -> None:  # noqa: ANN001
+    """``--pool groups`` (was ``channels``): PatchTST folds the 2 channels into the batch, so each row is the
+    per-channel means of the tokens, concatenated in channel order."""
+    data = tmp_path / "data"
+    files = write_series_folder(data, n=5)
+    arrays = [np.load(f) for f in files]
+    out = tmp_path / "groups.npy"
+    result = invoke("embed", encoders["mean"], "--data", data, "--out", out, "--pool", "groups")
+    assert result.exit_code == 0, result.output
+    assert "5 × 32" in result.stdout and "pool groups" in result.stdout
+    x = np.load(out)
+    np.testing.assert_allclose(x, direct(encoders["mean"], arrays, "groups"), atol=1e-5, rtol=1e-4)
+    enc = mpt.load_encoder(encoders["mean"])
+    with torch.no_grad():
+        o = enc(mpt.Batch(input=torch.from_numpy(np.stack(arrays))))  # a Batch or a plain tensor
+    assert o.rows_per_sample == 2
+    per_channel = o.tokens.reshape(5, 2, -1, 16).mean(2)  # [B, channels, D]
+    np.testing.assert_allclose(x, per_channel.flatten(1).numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(x.reshape(5, 2, 16).mean(1), o.pooled.numpy(),
+                               atol=1e-5, rtol=1e-4)  # the mean pool is the mean of the channel blocks
+    old = invoke("embed", encoders["mean"], "--data", data, "--out", tmp_path / "c.npy", "--pool", "channels")
+    assert old.exit_code == 2 and "channels" in old.stderr and "groups" in old.stderr, old.output
+    assert not (tmp_path / "c.npy").exists()
+
+
 def test_mean_pool_with_cls_ignores_padding(encoders, tmp_path: Path) -> None:  # noqa: ANN001
     # a 24-step series in a 40-step window is padded with 2 missing patches: its mean-pooled features equal
     # those of the same series read with a 24-step window (no padding)

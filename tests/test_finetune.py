@@ -200,3 +200,30 @@ def test_finetune_from_path_matches_classes_by_name(tmp_path) -> None:  # noqa: 
     np.savez(tmp_path / "data" / "waves_TRAIN.npz", X=ramps)
     with pytest.raises(mpt.DataError, match="no class labels"):
         finetune_from_path(tmp_path / "encoder", tmp_path / "data", None, epochs=1, progress=False)
+
+
+def test_finetune_augments_training_batches_only_and_deterministically() -> None:
+    """``augment(batch, generator)`` (the modality's ``Modality.augment``) runs on every training batch,
+    never on evaluation batches, drawn from the step's seed: the same seed gives the same run."""
+    train, test = Waves(48, seed=1), Waves(12, seed=2)
+    calls: list[int] = []
+
+    def jitter(batch: mpt.Batch, generator: torch.Generator) -> mpt.Batch:
+        assert isinstance(batch, mpt.Batch) and isinstance(generator, torch.Generator)
+        calls.append(batch.batch_size)
+        noise = torch.randn(batch.tensor.shape, generator=generator)
+        return batch.replace(input=batch.tensor + 0.5 * noise)
+
+    opts = dict(num_classes=3, epochs=2, batch_size=16, lr=5e-3, warmup_epochs=0, progress=False)
+    augmented = finetune(tiny_encoder(), train, test, **opts, augment=jitter)
+    assert len(calls) == 2 * (48 // 16)  # one call per training step; none for the 2 × 12 eval samples
+    assert set(calls) == {16}
+    again = finetune(tiny_encoder(), train, test, **opts, augment=jitter)
+    assert again.history == augmented.history  # the augmentation is drawn from the step's seed
+    plain = finetune(tiny_encoder(), train, test, **opts)
+    assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in augmented.history]
+    assert augmented.model.augment is None  # the returned classifier does not augment
+    n = len(calls)
+    with torch.no_grad():
+        augmented.model.train()(torch.stack([s.input for s in test.samples]))
+    assert len(calls) == n

@@ -16,10 +16,10 @@ import mpt
 from _mpt_helpers import TINY_SETS
 from mpt.backbone import build_backbone
 from mpt.checkpoint import load_checkpoint
-from mpt.config import Config, ModelConfig, build_config, parse
+from mpt.config import ModelConfig, build_config, parse, parse_config
 from mpt.errors import CheckpointError, MptError
 from mpt.optim import create_optimizer
-from mpt.trainer import build_objective, pretrain
+from mpt.trainer import build_model, pretrain
 
 STEPS = 3
 
@@ -49,10 +49,8 @@ def rebuild(out: Path):  # noqa: ANN201
     modality = mpt.get_modality("pointcloud")
     raw = yaml.safe_load((out / "config.yaml").read_text())
     raw.pop("versions")
-    cfg = parse(Config, raw, overrides={"data": modality.data_config, "tokenizer": modality.tokenizer_config})
-    backbone = build_backbone(modality, cfg.tokenizer, cfg.model)
-    patch_shape = backbone.tokenizer.tokenize(torch.randn(1, cfg.data.num_points, 3)).patch_shape
-    objective = build_objective(cfg, modality, backbone, patch_shape)
+    cfg = parse_config(raw, modality)  # objective sections (mae:, jepa:) sit at the top level
+    objective, _ = build_model(cfg, modality)  # sized from the config alone (Contract 2): no batch
     optimizer = create_optimizer(objective, cfg.optim)
     state = load_checkpoint(out / "checkpoints" / f"step-{STEPS}", objective, optimizer)
     assert state["step"] == STEPS
@@ -95,6 +93,17 @@ def test_card_describes_the_encoder(run: Path) -> None:
     assert card["tokenizer"]["config"]["num_groups"] == 16
     assert card["num_params"] == sum(p.numel() for p in encoder.parameters())
     assert card["trained_on"]["steps"] == STEPS
+    # card format 2: the objective's own section, and for JEPA which encoder was exported
+    assert card["format_version"] == 2
+    objective = card["objective"]
+    assert objective in ("mae", "jepa")
+    assert card["objective_config"]["mask"]["name"] == {"mae": "random", "jepa": "point_block"}[objective]
+    if objective == "jepa":
+        assert card["exported_encoder"] == "target (EMA teacher)"
+        assert "predictor_dim" in card["objective_config"]
+    else:
+        assert "exported_encoder" not in card
+        assert card["objective_config"]["target"]["name"] == "chamfer"
     assert "mpt.load_encoder(" in (run / "encoder" / "README.md").read_text()
 
 
@@ -194,3 +203,20 @@ def test_loaded_encoder_normalises_raw_clouds_and_rejects_non_finite(tmp_path) -
     clouds[1, 7, 2] = float("nan")
     with pytest.raises(mpt.DataError, match="1 NaN/Inf"):
         encoder(clouds)
+
+
+def test_format_1_card_keeps_the_layer_norm_eps_it_was_trained_with(encoder_copy: Path) -> None:
+    """Card format 2 records ``encoder.norm_eps`` (default 1e-6 since Contract 2); a format-1 card has no
+    such key and was trained with LayerNorm's 1e-5, which loading must restore."""
+    path = encoder_copy / "config.json"
+    card = json.loads(path.read_text())
+    assert card["encoder"]["norm_eps"] == 1e-6
+    current = mpt.load_encoder(encoder_copy)
+    assert {m.eps for m in current.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}
+    old = {**card, "format_version": 1, "encoder": {k: v for k, v in card["encoder"].items() if k != "norm_eps"}}
+    path.write_text(json.dumps(old))
+    legacy = mpt.load_encoder(encoder_copy)
+    assert {m.eps for m in legacy.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
+    batch = torch.rand(2, 200, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert not torch.equal(legacy(batch).tokens, current(batch).tokens)  # the eps is really used

@@ -222,6 +222,14 @@ def test_probe_uses_eval_data_and_knn(setup, tmp_path: Path) -> None:  # noqa: A
     assert "knn" in stdout and "random init" not in stdout
 
 
+def test_probe_with_the_groups_pool(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    report, stdout = run_report(tmp_path, setup["encoder"], "--data", setup["ucr"], "--eval-data", setup["ucr"],
+                                "--method", "knn", "--pool", "groups")
+    assert report["pool"] == "groups" and (report["n_train"], report["n_eval"]) == (36, 18)
+    old = invoke("probe", setup["encoder"], "--data", setup["ucr"], "--pool", "channels")
+    assert old.exit_code == 2 and "'channels'" in old.stderr and "groups" in old.stderr, old.output
+
+
 def test_probe_with_a_labels_csv(setup, tmp_path: Path) -> None:  # noqa: ANN001
     data = tmp_path / "data"
     files = write_series_folder(data, n=12)
@@ -301,8 +309,8 @@ def test_random_twin_batch_norms_are_recalibrated_on_the_probe_inputs(tmp_path) 
     assert not recalibrate_batch_norms(ts, data, modality.collate)
 
 
-def test_channels_pool_keeps_each_channel_apart() -> None:
-    """PatchTST folds channels into the batch: the channels pool concatenates per-channel means."""
+def test_groups_pool_keeps_each_channel_apart() -> None:
+    """PatchTST folds channels into the batch: the groups pool (was ``channels``) concatenates per-channel means."""
     import torch
 
     from mpt.backbone import build_backbone
@@ -317,7 +325,7 @@ def test_channels_pool_keeps_each_channel_apart() -> None:
     x = torch.randn(2, 3, 64)
     x[1, 2, 40:] = float("nan")  # padding in channel 2 of sample 1
     with torch.no_grad():
-        feats = pool_output(enc, x, "channels")
+        feats = pool_output(enc, x, "groups")
         out = enc(x)
     assert feats.shape == (2, 3 * 16)
     per_row = out.tokens.reshape(2, 3, 8, 16)
@@ -325,7 +333,9 @@ def test_channels_pool_keeps_each_channel_apart() -> None:
     torch.testing.assert_close(feats[1, 32:], per_row[1, 2, :5].mean(0))  # 5 valid patches of 8
     # swapping two channels swaps their blocks (the mean pool could not tell them apart)
     with torch.no_grad():
-        swapped = pool_output(enc, x[:, [1, 0, 2]], "channels")
+        swapped = pool_output(enc, x[:, [1, 0, 2]], "groups")
         mean_a, mean_b = pool_output(enc, x, "mean"), pool_output(enc, x[:, [1, 0, 2]], "mean")
     torch.testing.assert_close(swapped[:, :16], feats[:, 16:32])
     torch.testing.assert_close(mean_a, mean_b)
+    with pytest.raises(ValueError, match="groups"):  # the old name is gone
+        pool_output(enc, x, "channels")

@@ -20,7 +20,7 @@ import mpt
 import mpt.registry
 from mpt.backbone import Backbone, build_backbone
 from mpt.config import Config, ModelConfig, build_config
-from mpt.contract import Modality, Tokenizer, TokenSet
+from mpt.contract import Batch, Modality, Tokenizer, TokenSet
 from mpt.errors import CheckpointError, ConfigError
 from mpt.pos_embed import resample_pos_table
 from mpt.pretrained import adapt_channels, channel_mixing, encoder_card, save_encoder
@@ -316,19 +316,22 @@ class GridTokenizer(Tokenizer):
 
     coord_dim = 2
     pos_kind = "learned"
+    grid_axes = 2
 
     def __init__(self, config: GridConfig, dim: int) -> None:
+        self.patch_shape = (1,)
         super().__init__(dim, (config.rows, config.cols))
         self.proj = nn.Linear(1, dim)
 
-    def tokenize(self, batch: Tensor) -> TokenSet:
-        b, r, c = batch.shape
+    def tokenize(self, batch: Batch) -> TokenSet:
+        x = batch.tensor
+        b, r, c = x.shape
         rr, cc = torch.meshgrid(torch.arange(r), torch.arange(c), indexing="ij")
         coords = torch.stack([rr, cc], -1).reshape(1, r * c, 2).float().expand(b, -1, -1)
-        return TokenSet(patches=batch.reshape(b, r * c, 1), coords=coords, grid=(r, c))
+        return TokenSet(patches=x.reshape(b, r * c, 1), coords=coords, grid=(r, c))
 
-    def embed(self, patches: Tensor) -> Tensor:
-        return self.proj(patches)
+    def embed(self, tokens: TokenSet) -> Tensor:
+        return self.proj(tokens.patches)
 
     def card(self) -> dict[str, Any]:
         return {}

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import mpt
+import mpt.loop
 import mpt.trainer
 from _mpt_helpers import TINY_SETS, interrupt_after_checkpoint, invoke, read_metrics, tiny_args
 from mpt.checkpoint import list_checkpoints
@@ -100,7 +101,7 @@ def test_bf16_autocasts_but_keeps_float32_weights(tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         half = losses(train(tmp_path / "bf16", "--precision", "bf16", *common, steps=2))
-    if not mpt.trainer.cpu_has_native_bf16():
+    if not mpt.loop.cpu_has_native_bf16():
         messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
         assert any("bf16 is emulated" in msg for msg in messages), messages
 
@@ -155,23 +156,23 @@ def test_accumulation_across_an_epoch_end_uses_each_batch_once(tmp_path: Path,
     # epoch 0 and the first of epoch 1; no batch may be used twice or skipped.
     seed, batch = 6, 2
     consumed: list[int] = []
-    real_iter = mpt.trainer.EpochSampler.__iter__
+    real_iter = mpt.loop.EpochSampler.__iter__
 
     def recording_iter(self):  # noqa: ANN001, ANN202
         for i in real_iter(self):
             consumed.append(i)
             yield i
 
-    monkeypatch.setattr(mpt.trainer.EpochSampler, "__iter__", recording_iter)
+    monkeypatch.setattr(mpt.loop.EpochSampler, "__iter__", recording_iter)
     train(tmp_path / "run", "--log-every", "1", "--seed", str(seed),
           *tiny_args("optim.accumulate=2", "data.repeats=1", NO_FIGURES, batch_size=batch), steps=3)
     monkeypatch.undo()
 
-    sampler = mpt.trainer.EpochSampler(7, seed, batch)
+    sampler = mpt.loop.EpochSampler(7, seed, batch)
     assert sampler.batches_per_epoch == 3
     stream: list[int] = []
     for epoch in (0, 1):
-        sampler.set_epoch(epoch)
+        sampler.start(epoch)
         stream += list(sampler)
     assert consumed == stream  # 3 steps × 2 batches = both epochs, each batch once, in order
 

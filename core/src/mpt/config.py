@@ -163,6 +163,12 @@ class Config:
     # one section per registered objective named in the config (``mae:``, ``jepa:``, a plugin's)
     objectives: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.objective not in self.objectives:  # a Config built in code: the chosen objective's defaults
+            from mpt.registry import OBJECTIVES
+
+            self.objectives[self.objective] = OBJECTIVES.get(self.objective, "objective").config()
+
     @property
     def objective_config(self) -> Any:
         """The section of the chosen objective (``cfg.objectives[cfg.objective]``)."""
@@ -309,10 +315,13 @@ def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
     A mapping of ``other`` that names another component (``{name: block}`` over ``{name: random,
     ratio: 0.75}``) replaces the one below instead of merging: the parameters of the old choice
-    do not carry over to the new one."""
+    do not carry over to the new one; parameters over a choice given by name alone (``target:
+    chamfer``) apply to that choice."""
     out = dict(base)
     for k, v in other.items():
         below = out.get(k)
+        if isinstance(v, dict) and isinstance(below, str) and "name" not in v:
+            below = {"name": below}  # a choice given by its name alone (target: chamfer), then its parameters
         renamed = isinstance(v, dict) and isinstance(below, dict) and "name" in v and v["name"] != below.get("name")
         out[k] = deep_merge(below, v) if isinstance(v, dict) and isinstance(below, dict) and not renamed else v
     return out

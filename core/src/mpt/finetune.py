@@ -295,8 +295,8 @@ def finetune_from_path(encoder_path: str | PathLike[str], data: str | PathLike[s
     overrides such as ``"data.repeats=10"``; ``repeats`` is 1 unless set; ``eval_data_sets`` for the
     evaluation data, default the same), and :func:`finetune`.
 
-    A folder in the UCR/UEA layout (``*_TRAIN`` / ``*_TEST`` files) may be both ``data`` and
-    ``eval_data``. Evaluation classes are matched to the training classes by name.
+    One folder may be both ``data`` and ``eval_data`` when the plugin splits it into training and
+    held-out files (the time-series plugin's ``*_TRAIN`` / ``*_TEST`` layout). Evaluation classes are matched to the training classes by name.
     ``options`` go to :func:`finetune`.
     """
     from mpt.pretrained import load_encoder, read_card
@@ -309,7 +309,7 @@ def finetune_from_path(encoder_path: str | PathLike[str], data: str | PathLike[s
     classes = list(getattr(train, "classes", None) or [])
     if not classes:
         raise DataError(where, "no class labels found; fine-tuning needs labelled data: files in <class>/ "
-                               "folders, or a format with labels (.ts, .npz with y)")
+                               "folders, or a format the plugin reads labels from")
     test: SampleDataset | None = None
     if eval_data is not None:
         test, _ = open_dataset(card, Path(eval_data), "test", data_sets if eval_data_sets is None else eval_data_sets)

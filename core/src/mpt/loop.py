@@ -62,7 +62,9 @@ class EpochSampler(Sampler[int]):
     optionally starting ``skip_batches`` global batches into the epoch (exact resumption).
 
     It yields the global order; Accelerate's prepared loader hands process ``r`` the local batches
-    ``r, r + world, …`` of it."""
+    ``r, r + world, …`` of it. The position is set with :meth:`start`, deliberately not named
+    ``set_epoch``: Accelerate's loader calls ``sampler.set_epoch(its own pass count)`` at every pass,
+    which would reset a resumed run to epoch 0, batch 0."""
 
     def __init__(self, n: int, seed: int, batch_size: int, world: int = 1) -> None:
         self.n, self.seed, self.batch_size, self.world = n, seed, batch_size, world
@@ -73,7 +75,7 @@ class EpochSampler(Sampler[int]):
         """Global batches (optimiser micro-steps) per epoch."""
         return self.n // (self.batch_size * self.world)
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+    def start(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip = epoch, skip_batches
 
     def __iter__(self) -> Iterator[int]:
@@ -136,7 +138,7 @@ def batches(data: Loader, consumed: int, seed: int) -> Iterator[tuple[int, Batch
     if sampler is not None:
         epoch, skip = divmod(consumed, sampler.batches_per_epoch)
         for e in itertools.count(epoch):
-            sampler.set_epoch(e, skip if e == epoch else 0)
+            sampler.start(e, skip if e == epoch else 0)
             if hasattr(dataset, "reseed"):
                 dataset.reseed(seed * 7919 + e)
             for batch in data.loader:
