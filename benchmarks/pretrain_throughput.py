@@ -308,7 +308,7 @@ def build_batch(modality: Any, cfg: Any, dataset: Any) -> Any:  # noqa: ANN401 -
     return Batch.of(modality.collate([dataset[i % len(dataset)] for i in range(n)]))
 
 
-def build_run(modality: Any, cfg: Any, batch: Any, device: torch.device) -> Run:
+def build_run(modality: Any, cfg: Any, batch: Any, device: torch.device, precision: str = "no") -> Run:
     """Backbone, objective, optimizer and masker as the trainer builds them (seeded: identical
     initial weights for every precision)."""
     from mpt.optim import create_optimizer
@@ -317,7 +317,7 @@ def build_run(modality: Any, cfg: Any, batch: Any, device: torch.device) -> Run:
     torch.manual_seed(cfg.train.seed)
     objective, masker = build_model(cfg, modality)
     objective = objective.to(device)
-    configure_attention(objective, device)  # as the trainer does after moving the model
+    configure_attention(objective, device, precision)  # as the trainer does after moving the model
     optimizer = create_optimizer(objective, cfg.optim)
     params = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     objective.train()
@@ -413,7 +413,7 @@ class Impl:
 
 def mpt_impl(modality: Any, cfg: Any, batch: Any, precision: str, device: torch.device) -> Impl:
     """The mpt run (fresh, seeded) as an :class:`Impl`."""
-    run = build_run(modality, cfg, batch, device)
+    run = build_run(modality, cfg, batch, device, precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     return Impl("mpt", lambda i: train_step(run, i, precision, device, scaler), run.params)
 

@@ -236,6 +236,11 @@ def test_configure_attention_rule(dim: int, heads: int, explicit_on_cpu: bool) -
         assert all(b.attn.fused_attn for b in model.blocks)
     model.configure_attention(torch.device("cpu"))
     assert all(b.attn.fused_attn is not explicit_on_cpu for b in model.blocks)
+    for precision in ("bf16", "fp16"):  # reduced precision on CPU: explicit whatever the head dim
+        model.configure_attention("cpu", precision)
+        assert not any(b.attn.fused_attn for b in model.blocks)
+        model.configure_attention("cuda", precision)
+        assert all(b.attn.fused_attn for b in model.blocks)
 
 
 def test_padding_mask_and_combine() -> None:
@@ -269,7 +274,8 @@ def test_mae_window_decoder_alternates_plain_and_shifted_windows() -> None:
             "mae.decoder_heads=2", "tokenizer.patch=8", "data.size=32"]
     batch = Batch.of(torch.rand(2, 3, 32, 32))
     outs = {}
-    for name, extra in (("global", []), ("whole", ["mae.decoder_window=[8,8]"]), ("local", ["mae.decoder_window=[2,2]"])):
+    windows = (("global", []), ("whole", ["mae.decoder_window=[8,8]"]), ("local", ["mae.decoder_window=[2,2]"]))
+    for name, extra in windows:
         torch.manual_seed(0)
         model, masker = build_model(build_config(image, "demo", None, base + extra), image)
         model.eval()

@@ -95,7 +95,10 @@ def test_jepa_pretrain_lowers_the_loss(tmp_path: Path) -> None:
     first, last, ratio = loss_ratio(out)
     assert ratio < 0.8, f"JEPA loss {first:.4f} → {last:.4f} (×{ratio:.2f}) in 30 steps"
     card = json.loads((out / "encoder" / "config.json").read_text())
-    assert card["objective"] == "jepa"
+    assert card["objective"] == "jepa" and card["exported_encoder"] == "target (EMA teacher)"
+    info = invoke("info", str(out))
+    assert info.exit_code == 0, info.output
+    assert "objective    jepa (recipe demo, exported: target (EMA teacher))" in info.stdout
 
 
 # ----------------------------------------------------------------------------------------------

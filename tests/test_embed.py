@@ -14,7 +14,8 @@ import mpt
 from _mpt_helpers import invoke
 from mpt.backbone import build_backbone
 from mpt.config import build_config
-from mpt.features import extract_features, open_dataset, pool_output, sources_path
+from mpt.embeddings import sources_path
+from mpt.features import extract_features, open_dataset, pool_output
 from mpt.pretrained import encoder_card, read_card, save_encoder
 from test_cli_pretrain import assert_clean_error
 

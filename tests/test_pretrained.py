@@ -71,6 +71,8 @@ def test_loaded_encoder_equals_the_trained_one(run: Path) -> None:
     torch.testing.assert_close(got.tokens, want.tokens, atol=1e-6, rtol=0)
     torch.testing.assert_close(got.pooled, want.pooled, atol=1e-6, rtol=0)
     assert got.tokens.std() > 0  # not a degenerate output that would match anything
+    with torch.no_grad():  # a Batch and a plain tensor are the same input
+        torch.testing.assert_close(encoder(mpt.Batch(input=batch)).tokens, got.tokens, atol=0, rtol=0)
 
 
 def test_exported_weights_are_the_objective_export(run: Path) -> None:
@@ -220,3 +222,23 @@ def test_format_1_card_keeps_the_layer_norm_eps_it_was_trained_with(encoder_copy
     batch = torch.rand(2, 200, 3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert not torch.equal(legacy(batch).tokens, current(batch).tokens)  # the eps is really used
+
+
+def test_jepa_export_context_publishes_the_student(tmp_path: Path) -> None:
+    """``jepa.export=context``: encoder/ holds the context encoder (the student), and the card says so."""
+    modality = mpt.get_modality("pointcloud")
+    cfg = build_config(modality, sets=[*TINY_SETS, "jepa.export=context"], flags={
+        "objective": "jepa", "train": {"max_steps": 2, "batch_size": 8, "log_every": 1}})
+    out = tmp_path / "run"
+    pretrain(cfg, modality, out, progress=False)
+    card = json.loads((out / "encoder" / "config.json").read_text())
+    assert card["exported_encoder"] == "context (student)" and card["objective_config"]["export"] == "context"
+    raw = yaml.safe_load((out / "config.yaml").read_text())
+    raw.pop("versions")
+    saved = parse_config(raw, modality)
+    objective, _ = build_model(saved, modality)
+    load_checkpoint(out / "checkpoints" / "step-2", objective, create_optimizer(objective, saved.optim))
+    weights = load_file(str(out / "encoder" / "model.safetensors"))
+    student, teacher = objective.backbone.state_dict(), objective.teacher.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in student.items())
+    assert any(not torch.equal(weights[k], teacher[k]) for k in weights)

@@ -11,7 +11,8 @@ import pytest
 
 from _mpt_helpers import invoke
 from mpt.errors import DataError
-from mpt.features import Features, apply_manifest, read_manifest
+from mpt.features import Features
+from mpt.labels import apply_manifest, read_manifest
 from mpt.probe import accuracy, balanced_accuracy, knn_probe, linear_probe, stratified_split
 from test_cli_pretrain import assert_clean_error
 from test_embed import make_encoder, write_series_folder

@@ -213,7 +213,8 @@ def probe(
     labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
     method: ProbeMethod = typer.Option(ProbeMethod.linear, "--method", help="linear or knn."),
     baseline: Baseline = typer.Option(Baseline.none, "--baseline", help="random: also probe a random-init twin."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups (per channel/band group, concatenated)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups "
+                                  "(per channel/band group, concatenated)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
     set_: list[str] = typer.Option([], "--set", help="Override a data key: --set data.context=128 (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out, the validation split and the twin."),
@@ -255,7 +256,8 @@ def embed(
     encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
     data: Path = typer.Option(..., "--data", help="File or folder of data."),
     out: Path = typer.Option(..., "--out", help="Output .npy (+ FILE.npy.sources.txt) or .parquet file."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups (per channel/band group, concatenated)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups "
+                                  "(per channel/band group, concatenated)."),
     split: EmbedSplit = typer.Option(EmbedSplit.probe, "--split", help="probe (training files) or test "
                                      "(held-out files, where the data has an official split)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
@@ -264,8 +266,9 @@ def embed(
     """Write one embedding per sample of --data (frozen encoder, dataset order)."""
     import warnings
 
+    from mpt.embeddings import check_embed_target, write_embeddings
     from mpt.errors import MptError
-    from mpt.features import check_embed_target, check_pool, extract_features, open_dataset, write_embeddings
+    from mpt.features import check_pool, extract_features, open_dataset
     from mpt.pretrained import load_encoder, read_card
     from mpt.probe import encoder_folder
 

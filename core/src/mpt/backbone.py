@@ -1,6 +1,7 @@
 """Tokenizer + Transformer encoder: the part of a model that is pretrained and exported.
 
-``Backbone.forward`` takes a raw batch of its modality (a ``Batch``, or a plain tensor; no masking) and returns per-token features
+``Backbone.forward`` takes a raw batch of its modality (a ``Batch``, or a plain tensor; no masking)
+and returns per-token features
 and a pooled vector; this is what :func:`mpt.load_encoder` gives back downstream.
 """
 

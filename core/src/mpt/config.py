@@ -93,7 +93,7 @@ class MAEConfig:
     # drop: hidden tokens are removed from the encoder input and a decoder fills them in (MAE);
     # zero: they keep their place with zeroed contents and a linear head on the encoder output
     # predicts them (PatchTST, SimMIM) — the decoder_* settings are then unused.
-    masked_tokens: Literal["drop", "zero"] = "drop"  # drop: MAE encoder on visible tokens; zero: PatchTST/SimMIM in place
+    masked_tokens: Literal["drop", "zero"] = "drop"  # drop: MAE, encoder on visible tokens; zero: PatchTST/SimMIM
     decoder_dim: int = bounded(512, ge=8)  # decoder width
     decoder_depth: int = bounded(8, ge=1)  # decoder blocks
     decoder_heads: int = bounded(16, ge=1)  # decoder attention heads
@@ -167,7 +167,9 @@ class Config:
         if self.objective not in self.objectives:  # a Config built in code: the chosen objective's defaults
             from mpt.registry import OBJECTIVES
 
-            self.objectives[self.objective] = OBJECTIVES.get(self.objective, "objective").config()
+            config = OBJECTIVES.get(self.objective, "objective").config
+            if config is not None:
+                self.objectives[self.objective] = config()
 
     @property
     def objective_config(self) -> Any:
@@ -222,7 +224,7 @@ def parse(cls: Any, data: Any, prefix: str = "", overrides: dict[str, type] | No
                 raise ConfigError(key, "required key is missing")
             continue
         if hint is Choice:
-            value = _choice(f.metadata["registry"], data[name], key, context, f.default_factory().name)
+            value = _choice(f.metadata["registry"], data[name], key, context, f.default_factory().name)  # type: ignore[misc,operator]
         else:
             value = _coerce(hint, data[name], key, context)
         _check_range(f, value, key)
@@ -436,10 +438,8 @@ def parse_config(raw: dict[str, Any], modality: Modality) -> Config:
 
 def target_choices(modality: Modality) -> dict[str, Any]:
     """A modality's own MAE targets as registry entries (a Target class or a Registered each)."""
-    from mpt.registry import Registered
-
     from mpt.errors import PluginError
-    from mpt.registry import TARGETS
+    from mpt.registry import TARGETS, Registered
 
     out = {}
     core = set(TARGETS.names())

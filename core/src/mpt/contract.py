@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Union
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ PLUGIN_API = 2
 step, declared ``patch_shape``, ``Modality.augment`` and ``Modality.fit``, registries by name.
 """
 
-Input = Union[Tensor, dict[str, Tensor]]
+Input = Tensor | dict[str, Tensor]
 """A sample's or batch's input: one tensor, or named tensors (multi-input modalities)."""
 
 
@@ -291,7 +291,7 @@ class Mask:
         return self.pred[hit].reshape(self.pred.shape[0], -1)
 
 
-Masks = Union[Mask, list[Mask]]
+Masks = Mask | list[Mask]
 """What a masker returns: one mask, or several for one step (V-JEPA's two mask families)."""
 
 

@@ -22,8 +22,12 @@ from mpt.attention import combine, padding_mask
 # dim 8) it took a third of the fp32 step for 4 % of the FLOPs, and timm's explicit attention
 # (q @ kᵀ, softmax, @ v) made attention 2-5x faster (fp32 0.36 → 0.29 s/step, bf16 0.58 → 0.20).
 # With head dim 64 (ViT-B/16 MAE) explicit attention was slower: step-time ratio to HF 0.95
-# explicit vs 1.01 fused. So on CPU, heads narrower than this use the explicit path; GPUs always
-# use the fused kernel. Both paths take the same bool masks (timm turns them into -inf biases).
+# explicit vs 1.01 fused in fp32 — but in bf16 the CPU flash kernel's backward is the slow part
+# (PERF-ANCHORS: 1.3-4.6x slower than fp32 for <= 197 tokens) and explicit attention won there too:
+# ViT-B/16 MAE bf16 ratio to HF 1.18 explicit vs 1.01 fused (same session, 2026-12-02). So on CPU the
+# explicit path serves heads narrower than this and every reduced-precision (bf16/fp16) run; fp32
+# with wide heads and GPUs use the fused kernel. Both paths take the same bool masks (timm turns
+# them into -inf biases).
 CPU_EXPLICIT_ATTENTION_BELOW_HEAD_DIM = 32
 
 
@@ -78,12 +82,15 @@ class Transformer(nn.Module):
         """Tokens before the ``n`` input tokens in the output: CLS (if any), then the registers."""
         return sum(t.shape[1] for t in (self.cls_token, self.reg_token) if t is not None)
 
-    def configure_attention(self, device: torch.device | str) -> None:
-        """Pick fused SDPA or timm's explicit attention for ``device`` (call after moving the model).
+    def configure_attention(self, device: torch.device | str, precision: str = "no") -> None:
+        """Pick fused SDPA or timm's explicit attention for ``device`` and the run's ``precision``
+        ("no", "bf16", "fp16"; call after moving the model).
 
-        Explicit on CPU iff the head dim is below :data:`CPU_EXPLICIT_ATTENTION_BELOW_HEAD_DIM`, fused
-        elsewhere; blocks without timm's ``attn.fused_attn`` flag keep their own choice."""
-        fused = torch.device(device).type != "cpu" or self.head_dim >= CPU_EXPLICIT_ATTENTION_BELOW_HEAD_DIM
+        Explicit on CPU when the head dim is below :data:`CPU_EXPLICIT_ATTENTION_BELOW_HEAD_DIM` or the
+        precision is reduced, fused otherwise and on every GPU; blocks without timm's
+        ``attn.fused_attn`` flag keep their own choice."""
+        cpu = torch.device(device).type == "cpu"
+        fused = not cpu or (self.head_dim >= CPU_EXPLICIT_ATTENTION_BELOW_HEAD_DIM and precision == "no")
         for block in self.blocks:
             attn = getattr(block, "attn", None)
             if hasattr(attn, "fused_attn"):

@@ -16,7 +16,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -84,7 +84,7 @@ class LazyFiles(Generic[T]):
                  kind: str = "data", cache: int = 64, progress: bool = True) -> None:
         self.read, self.cache_size = read, cache
         self.files: list[Path] = []
-        self.info: list[object] = []
+        self.info: list[Any] = []
         self.skipped: list[tuple[str, str]] = []
         self._cache: OrderedDict[int, T] = OrderedDict()
         for f in tqdm(files, desc=f"checking {Path(path).name or path}", unit="file", file=sys.stderr,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -193,7 +193,7 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
     if classes and len(classes) != num_classes:
         raise ConfigError("num_classes", f"{num_classes}, but the training data has {len(classes)} classes "
                                          f"({', '.join(classes[:10])})")
-    if len(train_data) and train_data[0].label is None:
+    if len(cast(Sized, train_data)) and train_data[0].label is None:
         raise DataError(train_data[0].source or "training data", "no class labels; fine-tuning needs labelled "
                                                                   "data (class folders, or a format with labels)")
     accelerator = make_accelerator(precision)
@@ -213,7 +213,7 @@ def finetune(encoder: Backbone, train_data: SampleDataset, eval_data: SampleData
         DataLoader(cast(Dataset, eval_data), batch_size, collate_fn=labelled))
     model, optimizer = accelerator.prepare(model, optimizer)
     net = cast(Classifier, accelerator.unwrap_model(model))
-    net.encoder.encoder.configure_attention(accelerator.device)
+    net.encoder.encoder.configure_attention(accelerator.device, precision)
     total, warmup = epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
@@ -278,7 +278,7 @@ class Relabelled(Dataset):
         self.data, self.index = data, [list(to).index(c) for c in classes]
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(cast(Sized, self.data))
 
     def __getitem__(self, i: int) -> Sample:
         s = self.data[i]
@@ -296,7 +296,8 @@ def finetune_from_path(encoder_path: str | PathLike[str], data: str | PathLike[s
     evaluation data, default the same), and :func:`finetune`.
 
     One folder may be both ``data`` and ``eval_data`` when the plugin splits it into training and
-    held-out files (the time-series plugin's ``*_TRAIN`` / ``*_TEST`` layout). Evaluation classes are matched to the training classes by name.
+    held-out files (the time-series plugin's ``*_TRAIN`` / ``*_TEST`` layout).
+    Evaluation classes are matched to the training classes by name.
     ``options`` go to :func:`finetune`.
     """
     from mpt.pretrained import load_encoder, read_card

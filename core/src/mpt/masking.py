@@ -106,7 +106,7 @@ class FamiliesConfig:
     """``multiblock_families`` (V-JEPA): one mask per family (default: V-JEPA's short-range 8 × 0.15
     and long-range 2 × 0.7 blocks, aspect (0.75, 1.5), temporal scale 1.0)."""
 
-    families: list[BlockFamily] = field(default_factory=_vjepa_families)  # one mask per family (V-JEPA: 8 × 0.15 and 2 × 0.7)
+    families: list[BlockFamily] = field(default_factory=_vjepa_families)  # one mask per family (V-JEPA: 8×0.15, 2×0.7)
 
 
 @dataclass

@@ -133,6 +133,7 @@ class MAE(Objective):
         self.target = target
         self.masked_tokens = cfg.masked_tokens
         self.window = None if cfg.decoder_window is None else tuple(cfg.decoder_window)
+        self.decoder_depth = cfg.decoder_depth
         if self.window is not None and (len(self.window) != type(backbone.tokenizer).grid_axes
                                         or min(self.window) < 1):
             raise ConfigError("mae.decoder_window", f"one positive window size per token-grid axis "
@@ -174,7 +175,7 @@ class MAE(Objective):
         prefix = self.backbone.encoder.num_prefix
         shifted = [w // 2 for w in self.window]
         return [window_mask(coords, self.window, shifted if i % 2 else None, prefix)
-                for i in range(len(self.decoder.blocks.blocks))]
+                for i in range(self.decoder_depth)]
 
     def figure(self, batch: Batch, tokens: TokenSet, masks: list[Mask], out: ObjectiveOutput) -> Figure:
         mask = masks[0]

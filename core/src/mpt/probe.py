@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mpt.errors import DataError, MptError
-from mpt.features import Features, apply_manifest, check_pool, extract_features, label_key, open_dataset
+from mpt.features import Features, check_pool, extract_features, open_dataset
+from mpt.files import label_key
+from mpt.labels import apply_manifest
 
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
@@ -400,7 +402,7 @@ def run_probe(encoder_path: str | PathLike[str], data: str | PathLike[str] | Non
 
     if labels is None:  # fail before any feature is computed when the data plainly has no labels
         for dataset, where_ in ((train_set, data), (eval_set, eval_data)):
-            if dataset is not None and len(dataset) and dataset[0].label is None:
+            if dataset is not None and len(cast(Sized, dataset)) and dataset[0].label is None:
                 raise DataError("the demo data" if where_ is None else str(where_),
                                 NO_LABELS.format(path=where_ or "PATH"))
 

@@ -56,7 +56,9 @@ def default_text(f: dataclasses.Field) -> str:
         return repr(to_plain(f.default))
     if f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
-        return value.name if isinstance(value, Choice) else "" if dataclasses.is_dataclass(value) else repr(to_plain(value))
+        if isinstance(value, Choice):
+            return value.name
+        return "" if dataclasses.is_dataclass(value) else repr(to_plain(value))
     return "(required)"
 
 
@@ -69,7 +71,7 @@ def keys(cls: type, prefix: str) -> list[Key]:
     for f in dataclasses.fields(cls):
         hint, key = hints[f.name], f"{prefix}.{f.name}" if prefix else f.name
         if dataclasses.is_dataclass(hint) and hint is not Choice:
-            out += keys(hint, key)
+            out += keys(typing.cast(type, hint), key)
             continue
         if hint is Choice:
             kind = f.metadata["registry"]

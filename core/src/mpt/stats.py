@@ -31,7 +31,8 @@ def fit_moments(dataset: SampleDataset, values: Callable[[Sample], Tensor], *, m
     A channel with no finite value is a DataError; a constant channel gets std 0 (callers decide how
     to guard the division, e.g. ``clamp_min``).
     """
-    count = mean = m2 = None
+    count: Tensor | None = None
+    mean = m2 = torch.zeros(0, dtype=torch.float64)
     stream = iter_samples(dataset)
     if max_samples is not None:
         stream = itertools.islice(stream, max_samples)
@@ -59,4 +60,4 @@ def fit_moments(dataset: SampleDataset, values: Callable[[Sample], Tensor], *, m
     empty = (count == 0).nonzero().flatten().tolist()
     if empty:
         raise DataError("data", f"channels {empty} have no finite value in any sample; cannot fit {what}")
-    return mean, (m2 / count).sqrt()
+    return mean, (m2 / count).sqrt()  # type: ignore[operator]

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -88,7 +89,7 @@ class Kit:
             build_config(self.modality, name)  # raises ConfigError naming the bad key
 
     def check_demo_data(self) -> None:
-        assert len(self.dataset) >= 2, "the embedded demo data must hold at least 2 samples"
+        assert len(cast(Sized, self.dataset)) >= 2, "the embedded demo data must hold at least 2 samples"
         item = self.dataset[0]
         assert isinstance(item, Sample), "items must be mpt.Sample"
         inputs = item.input.values() if isinstance(item.input, dict) else [item.input]
@@ -161,7 +162,9 @@ class Kit:
             base = backbone.encode(tokens)[:, prefix:]
             junk = torch.randn_like(tokens.patches.nan_to_num(0.0)) * 3
             valid = tokens.valid if tokens.valid is not None else torch.ones(tokens.patches.shape[:2], dtype=torch.bool)
-            twice = (lambda t: None if t is None else torch.cat([t, t.flip(1)], 1))
+            def twice(t: torch.Tensor | None) -> torch.Tensor | None:
+                return None if t is None else torch.cat([t, t.flip(1)], 1)
+
             padded = TokenSet(patches=torch.cat([tokens.patches, junk], 1),
                               coords=torch.cat([tokens.coords, tokens.coords.flip(1)], 1),
                               valid=torch.cat([valid, torch.zeros_like(valid)], 1),

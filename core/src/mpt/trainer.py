@@ -81,7 +81,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
         write_run_files(out, cfg, step, skipped)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     model: Objective = accelerator.unwrap_model(objective)
-    configure_attention(model, accelerator.device)
+    configure_attention(model, accelerator.device, cfg.train.precision)
     log = RunLog(cfg, out, accelerator, total, step, progress)
     figures: list[Path] = []
     last_ckpt, start = (existing[-1] if existing else None), step
@@ -230,13 +230,14 @@ def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, 
     (out / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "versions": versions}, sort_keys=False))
 
 
-def configure_attention(model: Objective, device: torch.device) -> None:
-    """The explicit-vs-fused attention choice for ``device``, once, for every transformer of the model."""
+def configure_attention(model: Objective, device: torch.device, precision: str = "no") -> None:
+    """The explicit-vs-fused attention choice for ``device`` and ``precision``, once, for every
+    transformer of the model."""
     from mpt.encoder import Transformer
 
     for m in model.modules():
         if isinstance(m, Transformer):
-            m.configure_attention(device)
+            m.configure_attention(device, precision)
 
 
 def prepare_batch(backbone: Backbone, modality: Modality, data_config: Any, masker: Masker, batch: Batch,

@@ -115,7 +115,7 @@ def test_augmentation_is_the_modality_s_and_follows_the_data_config(folder: Path
     shift = (torch.rand(4, 3, generator=g) * 2 - 1) * 0.3
     torch.testing.assert_close(y, x * scale[:, None] + shift[:, None])
     assert ((scale >= 0.5) & (scale <= 2.0)).all() and (shift.abs() <= 0.3).all()
-    assert torch.equal(m.augment(batch, conf, torch.Generator().manual_seed(9)).tensor, y)  # a function of the generator
+    assert torch.equal(m.augment(batch, conf, torch.Generator().manual_seed(9)).tensor, y)  # a function of the gen.
     assert not torch.equal(m.augment(batch, conf, torch.Generator().manual_seed(10)).tensor, y)
     # features are not augmented
     wide = Batch(input=torch.rand(2, 50, 5))

@@ -16,6 +16,7 @@ that ``import mpt_image`` stays light.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def check_image(path: str | Path, channels: int | None = None, *, min_side: int 
     return (own if channels is None else channels), h, w
 
 
-def header_channels(path: Path, mode: str, info: dict[str, Any], palette_mode: str = "") -> int:
+def header_channels(path: Path, mode: str, info: Mapping[Any, Any], palette_mode: str = "") -> int:
     """The channel count :func:`load_pixels` gives an image of Pillow ``mode`` (read from its header)."""
     if mode == "P":
         return 4 if "transparency" in info or palette_mode == "RGBA" else 3

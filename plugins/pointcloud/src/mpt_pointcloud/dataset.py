@@ -18,7 +18,6 @@ from mpt_pointcloud.config import PointCloudDataConfig
 from mpt_pointcloud.io import SUPPORTED, read_points
 
 
-
 class PointCloudDataset(Dataset):
     """Every supported file under ``path``, each read as at most ``cache_points`` points.
 
@@ -31,7 +30,8 @@ class PointCloudDataset(Dataset):
     ``Sample(input=float32 [num_points, 3+F], source=path, label=class index or None)`` where F is
     the number of feature columns all files share; classes are the first-level folder names when
     every file sits in ``path/<class>/``. Points are as in the file (not normalised, not augmented:
-    ``PointCloud.augment`` does that on training batches). Randomness (the subset) depends only on (seed, i): call :meth:`reseed` to change the seed.
+    ``PointCloud.augment`` does that on training batches). Randomness (the subset) depends only on (seed, i):
+    call :meth:`reseed` to change the seed.
     """
 
     def __init__(self, path: str | Path, split: str, config: PointCloudDataConfig, *,
@@ -44,8 +44,8 @@ class PointCloudDataset(Dataset):
         self.skipped = self.clouds.skipped
         self.sources = [str(f) for f in self.clouds.files]
         self.classes, self.labels = folder_labels(path, self.clouds.files)
-        self.counts = [int(n) for n, _ in self.clouds.info]  # type: ignore[misc]
-        widths = {int(w) for _, w in self.clouds.info}  # type: ignore[misc]
+        self.counts = [int(n) for n, _ in self.clouds.info]
+        widths = {int(w) for _, w in self.clouds.info}
         self.width = min(widths)
         if len(widths) > 1:
             warnings.warn(f"{path}: files have {sorted(w - 3 for w in widths)} feature columns; "

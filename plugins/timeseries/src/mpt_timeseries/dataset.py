@@ -109,7 +109,7 @@ class TimeSeriesDataset(Dataset):
         stride = config.stride or config.context
         self.windows = [Window(i, s) for i, (_, _, length) in enumerate(self.series)
                         for s in window_starts(length, config.context, stride)]
-        self._lengths = {f: info.lengths  # type: ignore[union-attr]
+        self._lengths = {f: info.lengths
                          for f, info in zip(self.files.files, self.files.info, strict=True)}
 
     def _check(self, f: Path) -> FileInfo:
