@@ -36,7 +36,7 @@ from mpt.registry import get_modality, list_modalities, plugin_status
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PLUGIN_API", "Batch", "Figure", "Mask", "Masker", "Modality", "Recipe", "Sample", "Target", "Tokenizer",
