@@ -41,6 +41,7 @@ def fail(message: str) -> None:
 @app.command("list")
 def list_cmd() -> None:
     """Installed modalities, their recipes and status; objectives, maskers and targets."""
+    from mpt.config import target_choices
     from mpt.registry import REGISTRIES, get_modality, plugin_status
 
     statuses = plugin_status()
@@ -55,6 +56,8 @@ def list_cmd() -> None:
         for name, recipe in sorted(modality.recipes().items()):
             default = " (default)" if name == modality.default_recipe else ""
             typer.echo(f"    recipe {name}{default}: {recipe.description}")
+        for name, item in sorted(target_choices(modality).items()):
+            typer.echo(f"    target {name}: {item.description}")
     for kind, registry in REGISTRIES.items():
         typer.echo(f"{kind}:")
         for name in registry.names():

@@ -446,7 +446,8 @@ def target_choices(modality: Modality) -> dict[str, Any]:
     for name, t in modality.targets().items():
         if name in core:
             raise PluginError(f"{modality.name}: its target '{name}' has the name of a registered target; rename it")
-        out[name] = t if isinstance(t, Registered) else Registered(name, lambda params, _t=t: _t())
+        doc = (getattr(t, "__doc__", None) or "").strip().split("\n")[0]
+        out[name] = t if isinstance(t, Registered) else Registered(name, lambda params, _t=t: _t(), description=doc)
     return out
 
 
