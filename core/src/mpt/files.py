@@ -43,32 +43,6 @@ def find_files(path: str | Path, extensions: Sequence[str], kind: str = "data") 
     return files
 
 
-def read_all(path: str | Path, files: Sequence[Path], read: Callable[[Path], T], *, skip_bad_files: bool,
-             kind: str = "data", progress: bool = True) -> tuple[list[T], list[Path], list[tuple[str, str]]]:
-    """``read`` every file (progress bar on stderr) → ``(items, their files, skipped)``.
-
-    A file whose ``read`` raises DataError stops everything, or with ``skip_bad_files`` is
-    recorded in ``skipped`` as ``(file, reason)``. No usable file at all is always an error.
-    """
-    items: list[T] = []
-    used: list[Path] = []
-    skipped: list[tuple[str, str]] = []
-    for f in tqdm(files, desc=f"reading {Path(path).name or path}", unit="file", file=sys.stderr,
-                  disable=not progress, leave=False):
-        try:
-            items.append(read(f))
-        except DataError as exc:
-            if not skip_bad_files:
-                raise
-            skipped.append((str(f), exc.reason))
-            continue
-        used.append(f)
-    if not items:
-        raise DataError(path, f"no usable {kind} file ({len(skipped)} skipped: "
-                              + "; ".join(f"{p}: {r}" for p, r in skipped[:3]) + ")")
-    return items, used, skipped
-
-
 class LazyFiles(Generic[T]):
     """The usable files of a dataset, opened on access.
 

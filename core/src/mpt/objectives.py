@@ -159,8 +159,8 @@ class MAE(Objective):
             latent = self.backbone.encode(zeroed)[:, self.backbone.encoder.num_prefix:]
             pred = self.decoder(gather_tokens(latent, targets))
         else:
-            latent = self.backbone.encode(tokens, mask.keep)
             kept, queried = tokens.select(mask.keep), tokens.select(targets)
+            latent = self.backbone.encode(kept)
             pred = self.decoder(latent, kept.coords, queried.coords, valid=joint_valid(kept, queried),
                                 block_masks=self.window_masks(kept, queried))
         loss = self.target.loss(pred, gather_tokens(tokens.patches, targets), tokens.loss_weight(targets))
@@ -218,8 +218,8 @@ class JEPA(Objective):
             normed = F.layer_norm(full.float(), full.shape[-1:])
         losses, preds, stds = [], [], []
         for mask in masks:
-            latent = self.backbone.encode(tokens, mask.keep)
             kept, queried = tokens.select(mask.keep), tokens.select(mask.pred)
+            latent = self.backbone.encode(kept)
             pred = self.predictor(latent, kept.coords, queried.coords, valid=joint_valid(kept, queried))
             target = gather_tokens(normed, mask.pred)
             per_token = JEPA_LOSSES[self.loss_kind](pred.float(), target, reduction="none").mean(-1)  # [B, Np]

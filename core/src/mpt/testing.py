@@ -20,6 +20,7 @@ Models are shrunk to one block of width 32 so every check runs in seconds on a C
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable, Sequence, Sized
@@ -31,7 +32,7 @@ import torch
 
 from mpt.backbone import build_backbone
 from mpt.config import Config, build_config
-from mpt.contract import PLUGIN_API, Batch, Mask, Modality, Sample, TokenSet, as_masks
+from mpt.contract import PLUGIN_API, Batch, Mask, Modality, Sample, Tokenizer, TokenSet, as_masks
 from mpt.errors import DataError
 from mpt.objectives import Objective
 from mpt.pretrained import encoder_card, load_encoder, save_encoder
@@ -65,6 +66,11 @@ class Kit:
     def make_config(self, objective: str, recipe: str | None = None) -> Config:
         return build_config(self.modality, recipe, None, self.sets, {**TINY_FLAGS, "objective": objective})
 
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the tiny config (built once; parameter-free calls only)."""
+        return build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer
+
     def tokens(self) -> TokenSet:
         backbone = build_backbone(self.modality, self.config.tokenizer, self.config.model)
         return backbone.tokens(self.batch)
@@ -94,8 +100,7 @@ class Kit:
         assert isinstance(item, Sample), "items must be mpt.Sample"
         inputs = item.input.values() if isinstance(item.input, dict) else [item.input]
         assert all(isinstance(x, torch.Tensor) for x in inputs), "Sample.input must be a tensor or named tensors"
-        if not getattr(build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer,
-                       "missing_values", False):
+        if not type(self.tokenizer).missing_values:
             assert all(torch.isfinite(x.float()).all() for x in inputs), "demo sample 0 holds NaN/Inf"
         assert isinstance(self.batch, Batch), "Modality.collate must return an mpt.Batch (PLUGIN_API 2)"
         if hasattr(self.dataset, "reseed"):
@@ -109,14 +114,13 @@ class Kit:
         tokens = self.tokens()
         assert tokens.batch_size == self.batch.batch_size * tokens.rows_per_sample, \
             "rows_per_sample rows of tokens per sample"
-        declared = build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer.patch_shape
+        declared = self.tokenizer.patch_shape
         assert tuple(declared) == tokens.patch_shape, (
             f"the tokenizer declares patch_shape {tuple(declared)} but tokenize gives {tokens.patch_shape}")
         patches = tokens.patches.float()
         assert not torch.isinf(patches).any() and torch.isfinite(tokens.coords.float()).all(), \
             "tokens hold ±Inf patches or non-finite coords"
-        if not getattr(type(build_backbone(self.modality, self.config.tokenizer, self.config.model).tokenizer),
-                       "missing_values", False):  # NaN only pads smaller patches of a group, never a whole token
+        if not type(self.tokenizer).missing_values:  # NaN only pads smaller patches of a group, never a whole token
             assert not patches.flatten(2).isnan().all(-1).any(), "a token whose patch is all NaN"
         assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
         assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"
