@@ -13,7 +13,7 @@ from _mpt_helpers import invoke
 from mpt.errors import DataError
 from mpt.features import Features
 from mpt.labels import apply_manifest, read_manifest
-from mpt.probe import accuracy, balanced_accuracy, knn_probe, linear_probe, stratified_split
+from mpt.probe import L2_GRID, accuracy, balanced_accuracy, knn_probe, linear_probe, logreg_c, stratified_split
 from test_cli_pretrain import assert_clean_error
 from test_embed import make_encoder, write_series_folder
 
@@ -36,8 +36,10 @@ def test_balanced_accuracy_by_hand() -> None:
     assert balanced_accuracy(y_true, y_pred) == pytest.approx((3 / 4 + 1 / 2) / 2)
     # a class only predicted (2) is not averaged over; a class never predicted right counts as 0
     assert balanced_accuracy([0, 0, 1, 3], [2, 0, 1, 1]) == pytest.approx((1 / 2 + 1 + 0) / 3)
-    with pytest.raises(ValueError, match="3 labels but 2 predictions"):
-        accuracy([0, 1, 1], [0, 1])
+    assert np.isnan(accuracy([], [])) and np.isnan(balanced_accuracy([], []))
+    for metric in (accuracy, balanced_accuracy):
+        with pytest.raises(ValueError, match="3 labels but 2 predictions"):
+            metric([0, 1, 1], [0, 1])
 
 
 def test_linear_probe_separates_blobs_and_agrees_with_knn() -> None:
@@ -49,7 +51,7 @@ def test_linear_probe_separates_blobs_and_agrees_with_knn() -> None:
     assert lin.accuracy == accuracy(ye, lin.predictions)
     assert accuracy(ye, knn.predictions) >= 0.9
     assert (lin.predictions == knn.predictions).mean() >= 0.9
-    assert lin.regularization in lin.validation and len(lin.validation) == 6
+    assert lin.regularization in lin.validation and set(lin.validation) == set(L2_GRID)
 
 
 def test_probes_are_at_chance_on_random_labels() -> None:
@@ -60,12 +62,21 @@ def test_probes_are_at_chance_on_random_labels() -> None:
     assert accuracy(ye, knn_probe(x, y, xe).predictions) <= 0.6
 
 
-def test_probes_keep_the_label_values_and_cap_k() -> None:
+def test_probes_keep_the_label_values_cap_k_and_take_no_eval_samples() -> None:
     x, y = blobs(30, 5, 2, spread=4, seed=2)
-    labels = np.where(y == 0, 3, 7)  # non-contiguous class indices come back as given
-    assert set(linear_probe(x, labels, x).predictions.tolist()) <= {3, 7}
-    pred = knn_probe(x[:6], labels[:6], x, k=100).predictions  # k capped at the 6 training samples
-    assert set(pred.tolist()) <= {3, 7}
+    for labels in (np.where(y == 0, 3, 7), np.where(y == 0, "cat", "dog")):  # come back as given
+        assert np.array_equal(linear_probe(x, labels, x).predictions, labels)
+        assert np.array_equal(knn_probe(x, labels, x, k=3).predictions, labels)
+    labels = np.where(y == 0, 3, 7)
+    # k capped at the 6 training samples: the vote of all six, the nearer ones weighing more
+    capped = knn_probe(x[:6], labels[:6], x, k=100).predictions
+    assert np.array_equal(capped, knn_probe(x[:6], labels[:6], x, k=6).predictions)
+    for result in (linear_probe(x, labels, x[:0], labels[:0]), knn_probe(x, labels, x[:0])):
+        assert result.predictions.shape == (0,)
+    with pytest.raises(ValueError, match="at least two classes"):
+        linear_probe(x, np.zeros(30, dtype=int), x)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        knn_probe(x, labels, x, k=0)
 
 
 def test_sweep_picks_strong_regularisation_on_noise_and_weak_on_plenty() -> None:
@@ -77,6 +88,85 @@ def test_sweep_picks_strong_regularisation_on_noise_and_weak_on_plenty() -> None
         # low-dimensional overlapping classes and plenty of samples: not the strongest value
         xb, yb = blobs(600, 5, 3, spread=1.5, seed=seed)
         assert linear_probe(xb, yb, xb[:2], seed=seed).regularization < 10.0, seed
+        # separable classes: every strength is perfect on validation, the lowest cross-entropy (weakest) wins
+        xs, ys = blobs(60, 5, 2, spread=6, seed=seed)
+        res = linear_probe(xs, ys, xs[:2], seed=seed)
+        assert set(res.validation.values()) == {1.0} and res.regularization == min(L2_GRID), seed
+
+
+def test_linear_probe_is_a_direct_scikit_learn_sweep() -> None:
+    """The choice rule and refit, recomputed with scikit-learn's own scaler, metrics and a cold start."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = blobs(150, 8, 3, spread=0.8, seed=4)
+    xe, ye = blobs(90, 8, 3, spread=0.8, seed=4, noise_seed=1)
+    fit, val = stratified_split(y, None, 0.2, seed=5)
+
+    def fitted(l2: float, xs: np.ndarray, ys: np.ndarray) -> tuple[StandardScaler, LogisticRegression]:
+        scaler = StandardScaler().fit(xs)
+        model = LogisticRegression(C=1 / (l2 * len(ys)), tol=1e-10, max_iter=10_000)
+        return scaler, model.fit(scaler.transform(xs), ys)
+
+    keys = {}
+    for l2 in L2_GRID:
+        scaler, model = fitted(l2, x[fit], y[fit])
+        proba = model.predict_proba(scaler.transform(x[val]))
+        keys[l2] = (accuracy_score(y[val], proba.argmax(1)), -log_loss(y[val], proba), l2)
+    chosen = max(keys, key=keys.__getitem__)
+    scaler, model = fitted(chosen, x, y)
+    direct = model.predict(scaler.transform(xe))
+    res = linear_probe(x, y, xe, ye, seed=5)
+    assert res.regularization == chosen
+    assert res.validation == pytest.approx({l2: key[0] for l2, key in keys.items()})
+    assert len(set(res.validation.values())) > 1  # the sweep is not decided by ties alone
+    assert np.array_equal(res.predictions, direct) and res.accuracy == accuracy_score(ye, direct)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_logreg_c_gives_scikit_learn_the_documented_objective(k: int) -> None:
+    """Mean cross-entropy + l2/2·‖W‖² (one weight column per class, bias free), minimised by scipy,
+    against LogisticRegression with C = logreg_c(l2, n, k): same weights (two classes: w₁ - w₀)."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(60, 4, k, spread=1.0, seed=6)
+    x = x.astype(np.float64)
+    n, d, l2 = len(y), x.shape[1], 0.3
+
+    def objective(theta: np.ndarray) -> float:
+        w, b = theta[: d * k].reshape(d, k), theta[d * k :]
+        logits = x @ w + b
+        return float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(n), y]) + 0.5 * l2 * (w * w).sum())
+
+    w = minimize(objective, np.zeros(d * k + k), method="BFGS", options={"gtol": 1e-10}).x[: d * k].reshape(d, k)
+    model = LogisticRegression(C=logreg_c(l2, n, k), tol=1e-10, max_iter=10_000).fit(x, y)
+    expected = (w[:, 1] - w[:, 0])[None] if k == 2 else w.T
+    np.testing.assert_allclose(model.coef_, expected, atol=1e-5)
+
+
+def test_knn_probe_is_dino_weighted_vote() -> None:
+    """Predictions equal a direct numpy computation: standardise, L2-normalise, top-k cosine
+    similarity, class votes Σ exp(sim / T) (a tie to the lowest class)."""
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(80, 6)), rng.integers(0, 4, 80)
+    xe = rng.normal(size=(50, 6))
+    k, t = 7, 0.1
+    mean, std = x.mean(0), x.std(0)
+    tr, ev = (x - mean) / std, (xe - mean) / std
+    tr /= np.linalg.norm(tr, axis=1, keepdims=True)
+    ev /= np.linalg.norm(ev, axis=1, keepdims=True)
+    sim = ev @ tr.T
+    nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(xe), 4))
+    for i, idx in enumerate(nearest):
+        np.add.at(votes[i], y[idx], np.exp(sim[i, idx] / t))
+    direct = votes.argmax(1)
+    res = knn_probe(x, y, xe, k=k, temperature=t, chunk=8)  # 8 eval samples at a time
+    assert np.array_equal(res.predictions, direct)
+    assert len(np.unique(direct)) > 1 and not np.array_equal(direct, knn_probe(x, y, xe, k=1).predictions)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,24 +191,46 @@ def test_stratified_split_is_grouped_stratified_and_seeded() -> None:
     tr, ev = stratified_split(y, groups, 0.2, seed=0)
     assert sorted(np.concatenate([tr, ev]).tolist()) == list(range(len(y)))
     assert not {groups[i] for i in tr} & {groups[i] for i in ev}, "a source on both sides"
-    for c in range(3):
+    for c in range(3):  # every class has at least 5 sources (one per fold): every class held out
         share = np.isin(ev, np.flatnonzero(y == c)).sum() / (y == c).sum()
-        assert 0.05 <= share <= 0.4, (c, share)  # every class held out, near 20 % of its samples
+        assert 0.05 <= share <= 0.4, (c, share)
     again = stratified_split(y, groups, 0.2, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip((tr, ev), again, strict=True))
     assert not np.array_equal(ev, stratified_split(y, groups, 0.2, seed=1)[1])
+    # the samples' order does not matter: the same sources are held out
+    order = np.random.default_rng(9).permutation(len(y))
+    _, ev_perm = stratified_split(y[order], [groups[i] for i in order], 0.2, seed=0)
+    assert {groups[order[i]] for i in ev_perm} == {groups[i] for i in ev}
 
 
-def test_stratified_split_small_classes() -> None:
+def test_stratified_split_keeps_every_class_in_training() -> None:
     # class 0: two sources (one goes to eval), class 1: a single source (stays in training)
     y = np.array([0, 0, 0, 1, 1])
     groups = ["a", "a", "b", "c", "c"]
-    tr, ev = stratified_split(y, groups, 0.2, seed=0)
-    assert set(y[ev].tolist()) == {0} and set(y[tr].tolist()) == {0, 1}
-    assert len({groups[i] for i in ev}) == 1
+    for seed in range(10):  # whichever fold scikit-learn deals source c into
+        tr, ev = stratified_split(y, groups, 0.2, seed=seed)
+        assert set(y[ev].tolist()) == {0} and set(y[tr].tolist()) == {0, 1}, seed
+        assert len({groups[i] for i in ev}) == 1, seed
+    # two sources per class and a half held out: never both sources of a class
+    y2, g2 = np.repeat([0, 1, 2], 4), [f"s{i // 2}" for i in range(12)]
+    for seed in range(10):
+        tr, ev = stratified_split(y2, g2, 0.5, seed=seed)
+        assert set(y2[tr].tolist()) == {0, 1, 2} and len(ev) > 0, seed
     # no groups: every sample its own group
     tr, ev = stratified_split(np.arange(20) % 2, None, 0.5, seed=3)
     assert len(ev) == 10 and (np.arange(20)[ev] % 2).sum() == 5
+    # nothing to hold out: every class in one source
+    assert stratified_split(y, ["a", "a", "a", "c", "c"])[1].size == 0
+
+
+def test_stratified_split_rejects_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="labels must be 1-D"):
+        stratified_split(np.zeros((3, 2)))
+    for fraction in (0, 0.6, 1):
+        with pytest.raises(ValueError, match="eval_fraction must be in"):
+            stratified_split([0, 1, 0, 1], eval_fraction=fraction)
+    with pytest.raises(ValueError, match="4 labels but 3 groups"):
+        stratified_split([0, 1, 0, 1], ["a", "b", "c"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,8 +311,8 @@ def test_probe_holdout_with_random_baseline(setup, tmp_path: Path) -> None:  # n
                 "classes", "chance", "regularization", "pool", "encoder", "data", "eval_data"):
         assert key in report, key
     assert report["n_train"] + report["n_eval"] == 36  # the _TRAIN file's 36 series, one window each
-    assert report["n_eval"] == 3 * 2  # 20 % of 12 per class, grouped and stratified
-    assert report["holdout"]["eval_groups"] == 6 and report["eval_data"] is None
+    assert report["n_eval"] in (6, 7, 8, 9)  # one fold of five: 2 or 3 of each class's 12 series
+    assert report["holdout"]["eval_groups"] == report["n_eval"] and report["eval_data"] is None
     assert report["classes"] == ["a", "b", "c"] and report["num_classes"] == 3
     assert report["chance"]["uniform"] == pytest.approx(1 / 3)
     assert report["method"] == "linear" and report["regularization"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)

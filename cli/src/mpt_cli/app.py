@@ -255,6 +255,89 @@ def probe(
 
 
 @app.command()
+def evaluate(
+    encoder: Path | None = typer.Argument(None, help="An encoder/ folder or a run folder (omit with --budget)."),
+    data: Path = typer.Option(..., "--data", help="Labelled training data: file or folder (split 'probe')."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Labelled eval data (split 'test'); "
+                                          "default: a grouped, stratified 20 % hold-out of --data."),
+    labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
+    out: Path = typer.Option(..., "--out", help="Folder for evaluation.json, evaluation.png (and the curve)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="Frozen features: mean, cls or groups."),
+    eval_set: list[str] = typer.Option([], "--eval-set", help="Data override for the evaluation only: "
+                                       "--eval-set data.crop_pct=1.0 (repeatable)."),
+    finetune_steps: int = typer.Option(300, "--finetune-steps", min=0, help="Steps of the short fine-tune "
+                                       "(0: no fine-tune)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hold-out, the probes, the twin and the fine-tune."),
+    k: int = typer.Option(20, "--k", min=1, help="Neighbours of the k-NN probe."),
+    curve: bool = typer.Option(False, "--curve", help="Also probe the run's encoders/step-N snapshots."),
+    budget: float | None = typer.Option(None, "--budget", min=0.01, help="Pretrain first, for this many "
+                                        "minutes, into OUT/run with snapshots, and draw the curve."),
+    modality: str | None = typer.Option(None, "--modality", "-m", help="With --budget: the modality."),
+    recipe: str | None = typer.Option(None, "--recipe", help="With --budget: the recipe (default the demo)."),
+    set_: list[str] = typer.Option([], "--set", help="With --budget: a pretraining override (repeatable)."),
+    points: int = typer.Option(8, "--points", min=1, help="With --budget: snapshots along the run."),
+) -> None:
+    """Evaluate an encoder on one split: linear, k-NN, fine-tune, its random-init twin and raw baselines."""
+    import json
+    import warnings
+
+    from mpt.curve import curve_figure, pretrain_for_budget, run_curve
+    from mpt.errors import MptError
+    from mpt.evaluation import figure, run_evaluation, table
+    from mpt.registry import get_modality
+
+    if (budget is None) == (encoder is None):
+        fail("give an ENCODER folder, or --budget MINUTES with --modality to pretrain one first")
+        return
+    if budget is not None and modality is None:
+        fail("--budget needs --modality (the modality to pretrain)")
+        return
+    if budget is None and (set_ or recipe or modality):
+        fail("--set, --recipe and --modality shape the pretraining of --budget; to change the evaluation's data "
+             "use --eval-set data.KEY=VALUE")
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            extra: dict = {}
+            if budget is not None:
+                assert modality is not None
+                typer.echo(f"mpt evaluate: pretraining {modality} for {budget:g} min on {data} → {out / 'run'}",
+                           err=True)
+                run = pretrain_for_budget(get_modality(modality), data, out, budget, recipe=recipe, sets=set_,
+                                          points=points)
+                encoder, curve = run.out, True
+                extra["budget"] = {"minutes": budget, "steps": run.steps, "s_per_step": run.s_per_step,
+                                   "wall_s": run.wall_s, "first_loss": run.first_loss, "last_loss": run.last_loss,
+                                   "sets": run.sets, "recipe": recipe}
+            assert encoder is not None
+            typer.echo(f"mpt evaluate: {encoder} on {data}" + (f" → {eval_data}" if eval_data else ""), err=True)
+            report = run_evaluation(encoder, data, eval_data=eval_data, labels=labels, pool=pool.value,
+                                    data_sets=eval_set, seed=seed, k=k, finetune_steps=finetune_steps)
+            report.update(extra)
+            out.mkdir(parents=True, exist_ok=True)
+            figure(report, out / "evaluation.png")
+            if curve:
+                report["curve"] = run_curve(encoder, data, eval_data=eval_data, labels=labels, pool=pool.value,
+                                            data_sets=eval_set, seed=seed, k=k)
+                raw = report["goal"]["raw_1nn"]
+                curve_figure(report["curve"], out / "curve.png", raw_1nn=raw, title=f"{report['modality']}: {data}")
+            (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+        except MptError as exc:
+            echo_warnings(caught)
+            fail(str(exc))
+            return
+        except OSError as exc:
+            fail(f"{out}: cannot write ({exc})")
+            return
+    echo_warnings(caught)
+    for line in table(report):
+        typer.echo(line)
+    typer.echo(f"report: {out / 'evaluation.json'}, figure: {out / 'evaluation.png'}"
+               + (f", curve: {out / 'curve.png'}" if curve else ""))
+
+
+@app.command()
 def embed(
     encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
     data: Path = typer.Option(..., "--data", help="File or folder of data."),

@@ -144,6 +144,7 @@ class TrainConfig:
     figure_every: int | None = bounded(None, ge=1)  # default: every log_every steps, and the last step
     checkpoint_every: int | None = bounded(None, ge=1)  # steps between checkpoints (and the last step)
     keep_last: int = bounded(2, ge=1)  # checkpoints kept
+    export_every: int | None = bounded(None, ge=1)  # steps between encoder snapshots OUT/encoders/step-N
     num_workers: int = bounded(0, ge=0)  # DataLoader worker processes
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # experiment tracker
 

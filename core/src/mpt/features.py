@@ -145,6 +145,12 @@ def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: i
     if bad.any():
         raise MptError(f"the encoder gave non-finite features for {int(bad.sum())} of {n} samples "
                        f"(e.g. {sources[int(np.argmax(bad))]})")
+    return make_features(x, sources, labels, dataset)
+
+
+def make_features(x: np.ndarray, sources: list[str], labels: Sequence[int | None], dataset: SampleDataset) -> Features:
+    """:class:`Features` of the rows ``x`` of ``dataset``'s samples: labels only when every sample has
+    one, class names from ``dataset.classes`` (or the label indices as names)."""
     missing = sum(lb is None for lb in labels)
     y = None if missing else np.asarray(labels, dtype=np.int64)
     classes = [str(c) for c in getattr(dataset, "classes", None) or []]

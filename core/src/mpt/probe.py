@@ -1,11 +1,20 @@
 """Frozen-feature probes: how much class information a pretrained encoder's features hold.
 
-- :func:`linear_probe`: multinomial logistic regression on standardised features (full-batch L-BFGS
-  in float64), its L2 strength chosen on a grouped, stratified validation split of the training data
-  and then refit on all of it.
-- :func:`knn_probe`: a weighted k-nearest-neighbour vote on cosine similarity (DINO, Caron et al. 2021).
+The estimators are scikit-learn's, the ones the field's papers report their probes with (imported
+where used: scikit-learn takes about a second to load, and ``mpt embed`` imports this module for
+:func:`encoder_folder` only).
+
+- :func:`linear_probe`: multinomial logistic regression on standardised features
+  (``sklearn.linear_model.LogisticRegression``, L-BFGS in float64), its L2 strength chosen on a
+  grouped, stratified validation split of the training data and then refit on all of it.
+- :func:`knn_probe`: DINO's weighted k-nearest-neighbour vote on cosine similarity (Caron et al.
+  2021), as ``sklearn.neighbors.KNeighborsClassifier`` (brute force, cosine distance, weights
+  ``exp(-distance / temperature)``).
 - :func:`stratified_split`: a seeded hold-out, stratified by class and grouped by source (the windows
-  of one series, the repeats of one file all land on the same side: no leak).
+  of one series, the repeats of one file all land on the same side: no leak): one fold of
+  ``sklearn.model_selection.StratifiedGroupKFold``.
+- :func:`accuracy`, :func:`balanced_accuracy`: ``sklearn.metrics.accuracy_score`` and
+  ``balanced_accuracy_score`` (NaN on no samples).
 - :func:`probe` scores a method on train/eval :class:`~mpt.features.Features` into a report dict;
   :func:`run_probe` is ``mpt probe``: encoder + data paths → report, with an optional random-init
   baseline (:func:`random_twin`).
@@ -17,13 +26,13 @@ import math
 import warnings
 from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field, replace
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mpt.errors import DataError, MptError
 from mpt.features import Features, check_pool, extract_features, open_dataset
@@ -31,12 +40,17 @@ from mpt.files import label_key
 from mpt.labels import apply_manifest
 
 if TYPE_CHECKING:
+    from sklearn.base import ClassifierMixin
+    from sklearn.linear_model import LogisticRegression
+
     from mpt.backbone import Backbone
 
 METHODS = ("linear", "knn")
 L2_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 """L2 strengths the linear probe tries (penalty ``λ/2 · ‖W‖²`` on the mean cross-entropy)."""
 DEFAULT_L2 = 1e-2  # used when the training data is too small for a validation split
+LOGREG_TOL = 1e-8  # L-BFGS gradient tolerance; 1e-4 (the default) changed an L2 choice (benchmarks/probe_estimators.py)
+LOGREG_MAX_ITER = 10_000
 NO_LABELS = ("the data carries no class labels: use folders {path}/<class>/..., a format with labels, "
              "or --labels CSV")
 
@@ -47,67 +61,90 @@ ProbeReport = dict[str, Any]
 # metrics
 
 
-def accuracy(y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int]) -> float:
-    """Share of correct predictions."""
+def _label_arrays(y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int],
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Both as arrays; a ValueError when their shapes differ."""
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if t.shape != p.shape:
         raise ValueError(f"{t.shape[0] if t.ndim else 0} labels but {p.shape[0] if p.ndim else 0} predictions")
-    return float((t == p).mean()) if t.size else float("nan")
+    return t, p
+
+
+def accuracy(y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int]) -> float:
+    """Share of correct predictions (``sklearn.metrics.accuracy_score``); NaN when there are none."""
+    from sklearn.metrics import accuracy_score
+
+    t, p = _label_arrays(y_true, y_pred)
+    return float(accuracy_score(t, p)) if t.size else float("nan")
 
 
 def balanced_accuracy(y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int]) -> float:
-    """Mean per-class recall over the classes present in ``y_true``."""
-    t, p = np.asarray(y_true), np.asarray(y_pred)
-    if t.shape != p.shape:
-        raise ValueError(f"{t.shape[0] if t.ndim else 0} labels but {p.shape[0] if p.ndim else 0} predictions")
+    """Mean per-class recall over the classes present in ``y_true``
+    (``sklearn.metrics.balanced_accuracy_score``); NaN when there are no samples."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    t, p = _label_arrays(y_true, y_pred)
     if not t.size:
         return float("nan")
-    return float(np.mean([(p[t == c] == c).mean() for c in np.unique(t)]))
+    with warnings.catch_warnings():  # classes only predicted are left out of the mean, as documented
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(t, p))
 
 
 # ----------------------------------------------------------------------------------------------
 # the grouped, stratified hold-out
 
 
+def _held_out(test: np.ndarray, group: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """The groups of the sample indices ``test`` as a boolean mask over groups, less every class
+    (``owner[g]``: group ``g``'s class) that would keep no group in training."""
+    held = np.zeros(len(owner), dtype=bool)
+    held[group[test]] = True
+    return held & (np.bincount(owner[~held], minlength=owner.max() + 1) > 0)[owner]
+
+
 def stratified_split(labels: np.ndarray | Sequence[int], groups: Sequence[Any] | None = None,
                      eval_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded hold-out ``(train_idx, eval_idx)`` (sorted int arrays), stratified by class and grouped.
 
-    All samples of a group (``groups[i]``, e.g. the ``source``: windows of one series, repeats of one
-    file) go to the same side. Per class, its groups (a group belongs to its most frequent label) are
-    shuffled and the first ones, holding closest to ``eval_fraction`` of the class's samples, go to
-    eval — at least one group when the class has two or more, never all of them. A class with a
-    single group stays in training. Same inputs and seed, same split.
+    All samples of a group (``groups[i]``, hashable, e.g. the ``source``: windows of one series,
+    repeats of one file; None: every sample its own group) go to the same side.
+    ``sklearn.model_selection.StratifiedGroupKFold`` (shuffled with ``seed``) deals the groups into
+    ``round(1 / eval_fraction)`` folds, fewer when there are fewer groups or samples of the largest
+    class, spreading each class over the folds. A group belongs to its most frequent label; a class
+    none of whose groups would stay in training is moved back there whole, so every class keeps a
+    group in training and a class with a single group never reaches eval. Eval is the fold, so
+    amended, that holds out the most classes, then whose size is closest to ``eval_fraction`` of the
+    samples, then the first. A class with fewer groups than folds may be absent from eval; eval is
+    empty when there is nothing to hold out (fewer than two folds, or every class in one group).
+    Same inputs and seed, same split, whatever the order of the samples.
     """
+    from sklearn.model_selection import StratifiedGroupKFold
+
     y = np.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {y.shape}")
-    if not 0 < eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    if not 0 < eval_fraction <= 0.5:
+        raise ValueError(f"eval_fraction must be in (0, 0.5] (one fold of k >= 2), got {eval_fraction}")
     g = list(range(len(y))) if groups is None else list(groups)
     if len(g) != len(y):
         raise ValueError(f"{len(y)} labels but {len(g)} groups")
-    members: dict[Any, list[int]] = {}
-    for i, key in enumerate(g):
-        members.setdefault(key, []).append(i)
-    by_class: dict[int, list[Any]] = {}
-    for key, idx in members.items():
-        values, counts = np.unique(y[idx], return_counts=True)
-        by_class.setdefault(int(values[np.argmax(counts)]), []).append(key)
-    rng = np.random.default_rng(seed)
-    eval_idx: list[int] = []
-    for c in sorted(by_class):
-        keys = sorted(by_class[c], key=str)
-        if len(keys) < 2:
-            continue
-        order = [keys[j] for j in rng.permutation(len(keys))]
-        sizes = np.cumsum([len(members[k]) for k in order])
-        target = eval_fraction * sizes[-1]
-        take = 1 + int(np.argmin(np.abs(sizes[: len(order) - 1] - target)))  # 1 .. len-1 groups
-        for k in order[:take]:
-            eval_idx += members[k]
-    ev = np.zeros(len(y), dtype=bool)
-    ev[eval_idx] = True
+    _, y_idx = np.unique(y, return_inverse=True)
+    code = {key: i for i, key in enumerate(sorted(set(g), key=str))}
+    group = np.asarray([code[key] for key in g], dtype=np.int64)
+    counts = np.zeros((len(code), int(y_idx.max(initial=-1)) + 1), dtype=np.int64)
+    np.add.at(counts, (group, y_idx), 1)
+    owner = counts.argmax(1)
+    n_splits = min(round(1 / eval_fraction), len(code), int(counts.sum(0).max(initial=0)))
+    if n_splits < 2:
+        return np.arange(len(y)), np.zeros(0, dtype=np.int64)
+    folds = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "the least populated class has only n members": see _held_out
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        held = [_held_out(test, group, owner) for _, test in folds.split(y_idx, y_idx, group)]
+    target = eval_fraction * len(y)
+    best = max(held, key=lambda h: (len(np.unique(owner[h])), -abs(counts[h].sum() - target)))
+    ev = best[group]
     return np.flatnonzero(~ev), np.flatnonzero(ev)
 
 
@@ -134,24 +171,25 @@ def standardize(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(np.asarray(a, dtype=np.float64) - mean) / std for a in (x, *others)]
 
 
-def _fit_logreg(x: torch.Tensor, y: torch.Tensor, k: int, l2: float,
-                init: tuple[torch.Tensor, torch.Tensor] | None = None,
-                max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression: mean cross-entropy + ``l2/2 · ‖W‖²`` (bias free), L-BFGS."""
-    w = (init[0].clone() if init else torch.zeros(x.shape[1], k, dtype=x.dtype)).requires_grad_(True)
-    b = (init[1].clone() if init else torch.zeros(k, dtype=x.dtype)).requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+def _predict(model: ClassifierMixin, x: np.ndarray) -> np.ndarray:
+    """``model``'s predicted class indices for the rows of ``x`` (none for no rows)."""
+    return np.asarray(model.predict(x)) if len(x) else np.zeros(0, dtype=np.int64)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
-        loss.backward()
-        return loss
 
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach(), b.detach()
+def logreg_c(l2: float, n: int, k: int) -> float:
+    """scikit-learn's ``C`` for mean cross-entropy + ``l2/2 · ‖W‖²`` over ``k`` classes' weight
+    columns, fitted on ``n`` samples: ``C · Σ CE + ½‖W‖²`` is that objective times ``C · n`` when
+    ``C = 1 / (l2 · n)``. Two classes get one weight vector ``w = w₁ - w₀`` in scikit-learn, and
+    the penalty ``l2/2 · (‖w₀‖² + ‖w₁‖²)`` at its optimum ``w₁ = -w₀`` is ``l2/4 · ‖w‖²``: ``C = 2 / (l2 · n)``."""
+    return (2.0 if k == 2 else 1.0) / (l2 * n)
+
+
+def _logreg(c: float = 1.0, warm_start: bool = False) -> LogisticRegression:
+    """The linear probe's estimator: logistic regression (multinomial; one weight vector for two
+    classes), L-BFGS, bias unpenalised, strength ``c`` (:func:`logreg_c`)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, solver="lbfgs", tol=LOGREG_TOL, max_iter=LOGREG_MAX_ITER, warm_start=warm_start)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray | None = None,
@@ -159,65 +197,66 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, e
                  grid: Sequence[float] = L2_GRID) -> ProbeResult:
     """Logistic-regression probe; returns the eval predictions and the L2 strength chosen.
 
-    Features are standardised with the training statistics. Each L2 strength of ``grid`` is fitted on
-    80 % of the training data and scored on the other 20 % (a seeded split stratified by class and
-    grouped by ``groups``, see :func:`stratified_split`); the best validation accuracy wins, ties go
-    to the lower validation cross-entropy, then to the stronger regularisation. The chosen strength
-    is refitted on all the training data. When no validation split is possible (every class in a
-    single group) ``DEFAULT_L2`` is used.
+    Features are standardised with the training statistics. Each L2 strength of ``grid`` (mean
+    cross-entropy + ``l2/2 · ‖W‖²``, see :func:`logreg_c`) is fitted on 80 % of the training data
+    and scored on the other 20 % (a seeded split stratified by class and grouped by ``groups``, see
+    :func:`stratified_split`), strong to weak, each fit warm-started from the previous one; the best
+    validation accuracy wins, ties go to the lower validation cross-entropy, then to the stronger
+    regularisation. The chosen strength is refitted on all the training data. When no validation
+    split is possible (every class in a single group) ``DEFAULT_L2`` is used.
     """
-    ty = np.asarray(train_y)
-    classes, y_idx = np.unique(ty, return_inverse=True)
+    from sklearn.metrics import log_loss
+
+    classes, y_idx = np.unique(np.asarray(train_y), return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"a probe needs at least two classes in training, got {classes.tolist()}")
-    xtr, xev = standardize(train_x, eval_x)
     k = len(classes)
-    ytr = torch.as_tensor(y_idx, dtype=torch.long)
-    xtr_t = torch.as_tensor(xtr)
+    xtr, xev = standardize(train_x, eval_x)
     fit_idx, val_idx = stratified_split(y_idx, groups, 0.2, seed)
     scores: dict[float, float] = {}
     chosen = DEFAULT_L2
     if len(val_idx) and len(np.unique(y_idx[fit_idx])) == k:
-        xf, xv = standardize(train_x[fit_idx], train_x[val_idx])
-        xf_t, xv_t = torch.as_tensor(xf), torch.as_tensor(xv)
-        yf, yv = ytr[fit_idx], ytr[val_idx]
+        xf, xv = standardize(np.asarray(train_x)[fit_idx], np.asarray(train_x)[val_idx])
+        yf, yv = y_idx[fit_idx], y_idx[val_idx]
+        model = _logreg(warm_start=True)
         best: tuple[float, float, float] | None = None
-        init = None
-        for l2 in sorted(grid, reverse=True):  # strong to weak: each fit warm-starts the next
-            init = _fit_logreg(xf_t, yf, k, l2, init)
-            logits = xv_t @ init[0] + init[1]
-            acc = float((logits.argmax(1) == yv).double().mean())
-            ce = float(F.cross_entropy(logits, yv))
+        for l2 in sorted(grid, reverse=True):
+            proba = model.set_params(C=logreg_c(l2, len(yf), k)).fit(xf, yf).predict_proba(xv)
+            acc = accuracy(yv, proba.argmax(1))
+            key = (acc, -float(log_loss(yv, proba, labels=np.arange(k))), float(l2))
             scores[float(l2)] = acc
-            key = (acc, -ce, l2)
             if best is None or key > best:
                 best, chosen = key, float(l2)
-    w, b = _fit_logreg(xtr_t, ytr, k, chosen)
-    pred = classes[(torch.as_tensor(xev) @ w + b).argmax(1).numpy()]
+    final = _logreg(logreg_c(chosen, len(y_idx), k)).fit(xtr, y_idx)
+    pred = classes[_predict(final, xev)]
     return ProbeResult(predictions=pred, regularization=chosen, validation=scores,
                        accuracy=None if eval_y is None else accuracy(eval_y, pred))
 
 
+def dino_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
+    """DINO's vote weights for cosine distances ``1 - similarity``: ``exp(-distance / temperature)``,
+    i.e. ``exp(similarity / temperature)`` scaled by ``exp(-1 / temperature)`` (same vote, no overflow)."""
+    return np.exp(-np.asarray(distances) / temperature)
+
+
 def knn_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, *, k: int = 20,
               temperature: float = 0.07, chunk: int = 1024) -> ProbeResult:
-    """Weighted k-NN probe (DINO's): features standardised with the training statistics and
-    L2-normalised; each eval sample's ``k`` most cosine-similar training samples (``k`` capped at
-    the training size) vote for their class with weight ``exp(similarity / temperature)``."""
+    """Weighted k-NN probe (DINO's): features standardised with the training statistics; each eval
+    sample's ``k`` most cosine-similar training samples (``k`` capped at the training size) vote for
+    their class with weight ``exp(similarity / temperature)`` (:func:`dino_weights`); a tied vote goes
+    to the lowest class. ``sklearn.neighbors.KNeighborsClassifier`` computes the distances ``chunk``
+    eval samples at a time (its ``working_memory``)."""
+    from sklearn import config_context
+    from sklearn.neighbors import KNeighborsClassifier
+
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     classes, y_idx = np.unique(np.asarray(train_y), return_inverse=True)
     xtr, xev = standardize(train_x, eval_x)
-    tr = F.normalize(torch.as_tensor(xtr, dtype=torch.float32), dim=1)
-    ev = F.normalize(torch.as_tensor(xev, dtype=torch.float32), dim=1)
-    ytr = torch.as_tensor(y_idx, dtype=torch.long)
-    k = min(k, tr.shape[0])
-    preds = []
-    for start in range(0, ev.shape[0], chunk):
-        sim, idx = (ev[start : start + chunk] @ tr.T).topk(k, dim=1)
-        votes = torch.zeros(sim.shape[0], len(classes))
-        votes.scatter_add_(1, ytr[idx], torch.exp((sim - 1) / temperature))  # -1: same order, no overflow
-        preds.append(votes.argmax(1))
-    pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    model = KNeighborsClassifier(n_neighbors=min(k, len(xtr)), metric="cosine", algorithm="brute",
+                                 weights=partial(dino_weights, temperature=temperature)).fit(xtr, y_idx)
+    with config_context(working_memory=chunk * xtr.itemsize * len(xtr) / 2**20):  # MiB of distances
+        pred = _predict(model, xev)
     return ProbeResult(predictions=classes[pred])
 
 
@@ -241,7 +280,10 @@ def align_classes(train: Features, eval_: Features) -> tuple[Features, Features,
             replace(eval_, labels=remap[eval_.labels], classes=classes), unseen)
 
 
-def _scores(train: Features, eval_: Features, method: str, seed: int, k: int) -> dict[str, Any]:
+def score_features(train: Features, eval_: Features, method: str, seed: int, k: int) -> dict[str, Any]:
+    """Fit the ``method`` probe (``linear`` or ``knn``) on ``train`` and score it on ``eval_`` (labels
+    indexing one class list): ``{"method", "accuracy", "balanced_accuracy", "n_train", "n_eval", …}``
+    with the method's settings (the chosen regularisation, or k and the temperature)."""
     assert train.labels is not None and eval_.labels is not None
     if method == "linear":
         res = linear_probe(train.x, train.labels, eval_.x, eval_.labels, seed=seed, groups=train.sources)
@@ -293,7 +335,7 @@ def probe(encoder: str | PathLike[str] | None, train_features: Features, eval_fe
         warnings.warn(f"eval classes not in the training data: {', '.join(unseen)}; their "
                       f"{int(np.isin(eval_.labels, [train.classes.index(c) for c in unseen]).sum())} "
                       "samples are scored (always wrong)", stacklevel=2)
-    report: dict[str, Any] = _scores(train, eval_, method, seed, k)
+    report: dict[str, Any] = score_features(train, eval_, method, seed, k)
     values, counts = np.unique(train.labels, return_counts=True)
     majority = int(values[np.argmax(counts)])
     report.update({
@@ -312,7 +354,7 @@ def probe(encoder: str | PathLike[str] | None, train_features: Features, eval_fe
         report["regularization"] = None
     if baseline is not None:
         btrain, beval, _ = align_classes(*baseline)
-        report["baseline"] = {"kind": "random-init", **_scores(btrain, beval, method, seed, k)}
+        report["baseline"] = {"kind": "random-init", **score_features(btrain, beval, method, seed, k)}
     return report
 
 

@@ -113,6 +113,10 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
                 (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == total):
             state = {"config": cfg.to_dict(), "first_loss": first_loss, "last_loss": step_loss}
             last_ckpt = save_checkpoint(out / "checkpoints", step, model, optimizer, state, cfg.train.keep_last)
+        every = cfg.train.export_every
+        if accelerator.is_main_process and every and step % every == 0 and step < total:
+            write_encoder(model, cfg, modality, data, dataset, skipped, step, accelerator.num_processes,
+                          out / "encoders" / f"step-{step}")
         if step >= total:
             break
     log.close()
@@ -267,17 +271,23 @@ def write_figure(model: Objective, modality: Modality, cfg: Config, out: Path, s
     return path
 
 
+def write_encoder(model: Objective, cfg: Config, modality: Modality, data: Path | None, dataset: SampleDataset,
+                  skipped: list[tuple[str, str]], steps: int, processes: int, path: Path) -> Path:
+    """Save the encoder ``model`` exports after ``steps`` steps, with its card, to ``path``."""
+    trained_on = {"data": str(data) if data else f"{modality.name} demo data",
+                  "samples": len(dataset) if hasattr(dataset, "__len__") else None,  # type: ignore[arg-type]
+                  "skipped_files": len(skipped), "steps": steps,
+                  "batch_size": cfg.train.batch_size * processes * cfg.optim.accumulate}
+    card = encoder_card(cfg, model.export(), trained_on, objective=model.card())
+    return save_encoder(model.export(), card, path)
+
+
 def export_encoder(model: Objective, cfg: Config, modality: Modality, data: Path | None, dataset: SampleDataset,
                    skipped: list[tuple[str, str]], total: int, accelerator: Accelerator, out: Path) -> Path:
     """Write ``out/encoder`` (rank 0) and end the run on every process."""
     encoder_dir = out / "encoder"
     if accelerator.is_main_process:
-        trained_on = {"data": str(data) if data else f"{modality.name} demo data",
-                      "samples": len(dataset) if hasattr(dataset, "__len__") else None,  # type: ignore[arg-type]
-                      "skipped_files": len(skipped), "steps": total,
-                      "batch_size": cfg.train.batch_size * accelerator.num_processes * cfg.optim.accumulate}
-        card = encoder_card(cfg, model.export(), trained_on, objective=model.card())
-        save_encoder(model.export(), card, encoder_dir)
+        write_encoder(model, cfg, modality, data, dataset, skipped, total, accelerator.num_processes, encoder_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return encoder_dir
