@@ -19,6 +19,7 @@ import torch
 
 from mpt.contract import (
     PLUGIN_API,
+    Adaptation,
     Batch,
     Figure,
     Mask,
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 __version__ = "0.2.0"
 
 __all__ = [
-    "PLUGIN_API", "Batch", "Figure", "Mask", "Masker", "Modality", "Recipe", "Sample", "Target", "Tokenizer",
-    "TokenSet", "CheckpointError", "ConfigError", "DataError", "MptError", "PluginError",
+    "PLUGIN_API", "Adaptation", "Batch", "Figure", "Mask", "Masker", "Modality", "Recipe", "Sample", "Target",
+    "Tokenizer", "TokenSet", "CheckpointError", "ConfigError", "DataError", "MptError", "PluginError",
     "TrainingError", "get_modality", "list_modalities", "plugin_status", "load_encoder", "__version__",
 ]
 

@@ -145,6 +145,7 @@ class TrainConfig:
     checkpoint_every: int | None = bounded(None, ge=1)  # steps between checkpoints (and the last step)
     keep_last: int = bounded(2, ge=1)  # checkpoints kept
     export_every: int | None = bounded(None, ge=1)  # steps between encoder snapshots OUT/encoders/step-N
+    adapt: bool = True  # let the modality adapt the recipe's values to the data (Modality.adapt); yours never change
     num_workers: int = bounded(0, ge=0)  # DataLoader worker processes
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # experiment tracker
 
@@ -163,6 +164,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     # one section per registered objective named in the config (``mae:``, ``jepa:``, a plugin's)
     objectives: dict[str, Any] = field(default_factory=dict)
+    # dotted keys the user set (--config, --set, flags), which Modality.adapt leaves alone; not saved
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.objective not in self.objectives:  # a Config built in code: the chosen objective's defaults
@@ -179,6 +182,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         out = to_plain(self)
+        del out["explicit"]
         out.update(out.pop("objectives"))
         return out
 
@@ -351,6 +355,23 @@ def merge_layer(raw: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def dotted_keys(layer: dict[str, Any], prefix: str = "") -> list[str]:
+    """The leaf keys of a nested config layer, dotted: ``{"data": {"context": 9}}`` → ``["data.context"]``."""
+    out = []
+    for key, value in layer.items():
+        name = f"{prefix}{key}"
+        out += dotted_keys(value, f"{name}.") if isinstance(value, dict) and value else [name]
+    return out
+
+
+def with_value(cfg: Config, modality: Modality, key: str, value: Any) -> Config:
+    """``cfg`` with the dotted ``key`` set to ``value``, validated like a ``--set`` (explicit keys kept)."""
+    layer: Any = value
+    for part in reversed(key.split(".")):
+        layer = {part: layer}
+    return dataclasses.replace(parse_config(merge_layer(cfg.to_dict(), layer), modality), explicit=cfg.explicit)
+
+
 def parse_set(assignment: str) -> dict[str, Any]:
     """``key.sub=value`` → ``{"key": {"sub": value}}`` (value parsed as YAML)."""
     if "=" not in assignment:
@@ -403,7 +424,8 @@ def build_config(modality: Modality, recipe: str | None = None, config_file: Pat
         raw = merge_layer(raw, layer)
     raw["modality"] = modality.name
     raw.setdefault("recipe", name)
-    cfg = parse_config(raw, modality)
+    explicit = frozenset(key for layer in layers for key in dotted_keys(layer))
+    cfg = dataclasses.replace(parse_config(raw, modality), explicit=explicit)
     for section, a, b in EXCLUSIVE:
         values = getattr(cfg, section)
         if getattr(values, a) is not None and getattr(values, b) is not None:

@@ -430,6 +430,18 @@ class SampleDataset(Protocol):
     def __getitem__(self, index: int) -> Sample: ...
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """A change of the recipe that ``Modality.adapt`` proposes for the data at hand, or guidance.
+
+    ``key`` is a dotted config key (``data.context``), ``value`` the value proposed (None: guidance
+    only, nothing is changed) and ``reason`` one sentence a user reads (what in the data called for it)."""
+
+    key: str
+    value: Any
+    reason: str
+
+
 @dataclass
 class Recipe:
     """A named, validated config file shipped by a plugin (paper setting or demo size)."""
@@ -516,6 +528,17 @@ class Modality:
         and the encoder card hold, so training and :func:`mpt.load_encoder` never disagree. Return
         ``config`` itself when nothing needs fitting (values already set by the recipe or --set)."""
         return config
+
+    def adapt(self, dataset: SampleDataset, config: Any) -> list[Adaptation]:
+        """Changes of the run's :class:`mpt.config.Config` ``config`` that suit the training ``dataset``
+        (e.g. a window as long as short series), and guidance where none can be made.
+
+        Called by the trainer before :meth:`fit` while ``train.adapt`` is on; it applies a proposal
+        only to a key the user did not set (``--config``, ``--set``, flags: the recipe's values yield),
+        reopens the dataset when a ``data`` key changed, and asks again until nothing changes, so a
+        proposal may depend on values proposed before. Every applied change and every guidance is
+        printed and written at the top of ``OUT/config.yaml``. None by default."""
+        return []
 
     def downstream_data(self, config: Any) -> Any:
         """The data config feature extraction (probe, embed, finetune) uses, from the one the encoder

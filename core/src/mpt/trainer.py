@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -67,7 +68,14 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     out = Path(out)
     existing = check_out_folder(out, resume)
     accelerator = make_run_accelerator(cfg, out)
-    dataset = open_training_data(modality, cfg, data, skip_bad_files)
+    with warnings.catch_warnings(record=True) as opening:  # e.g. series skipped: repeated unless adapted away
+        warnings.simplefilter("always")
+        first = open_training_data(modality, cfg, data, skip_bad_files)
+    cfg, dataset, adapted = adapt_to_data(modality, cfg, first, data, skip_bad_files)
+    for w in opening if dataset is first else ():
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if adapted and progress and accelerator.is_main_process:
+        print("\n".join(adapted), file=sys.stderr, flush=True)
     cfg = fit_statistics(modality, dataset, cfg, progress and accelerator.is_main_process)
     torch.manual_seed(cfg.train.seed)
     objective, masker = build_model(cfg, modality)
@@ -78,7 +86,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     step, first_loss = restore(existing, cfg, objective, optimizer) if resume else (0, None)
     skipped = list(getattr(dataset, "skipped", []))
     if accelerator.is_main_process:
-        write_run_files(out, cfg, step, skipped)
+        write_run_files(out, cfg, step, skipped, adapted)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     model: Objective = accelerator.unwrap_model(objective)
     configure_attention(model, accelerator.device, cfg.train.precision)
@@ -169,6 +177,45 @@ def open_training_data(modality: Modality, cfg: Config, data: Path | None, skip_
         raise DataError(exc.path, f"{exc.reason} (or pass --skip-bad-files to skip such files)") from None
 
 
+def adapt_to_data(modality: Modality, cfg: Config, dataset: SampleDataset, data: Path | None,
+                  skip_bad_files: bool, rounds: int = 4) -> tuple[Config, SampleDataset, list[str]]:
+    """``cfg`` with :meth:`Modality.adapt`'s proposals for keys the user did not set, the dataset
+    reopened when a ``data`` key changed, and lines for the user: every change, then the guidance of
+    the last round (the one that changed nothing)."""
+    from mpt.config import with_value
+
+    changes: list[str] = []
+    notes: list[str] = []
+    for _ in range(rounds if cfg.train.adapt else 0):
+        notes, changed = [], False
+        for a in modality.adapt(dataset, cfg):
+            now = current_value(cfg, a.key)
+            if a.value is None or a.key in cfg.explicit:
+                line = f"note: {a.key}: {a.reason}" + (f" (you set {now}: kept)" if a.value is not None else "")
+                notes += [line] if line not in notes else []
+            elif a.value != now:
+                cfg = with_value(cfg, modality, a.key, a.value)
+                changes.append(f"adapted to the data: {a.key} {now} → {a.value}: {a.reason}")
+                changed = True
+                if a.key.startswith("data."):
+                    dataset = open_training_data(modality, cfg, data, skip_bad_files)
+        if not changed:
+            break
+    if changes:
+        changes.append("(keep a recipe value with --set KEY=VALUE, all of them with --set train.adapt=false)")
+    return cfg, dataset, changes + notes
+
+
+def current_value(cfg: Config, key: str) -> Any:
+    """The value of the dotted ``key`` in ``cfg`` (a ConfigError for an unknown key)."""
+    value: Any = cfg.to_dict()
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(key, "Modality.adapt proposed an unknown config key")
+        value = value[part]
+    return value
+
+
 def fit_statistics(modality: Modality, dataset: SampleDataset, cfg: Config, progress: bool) -> Config:
     """``cfg`` with the tokenizer config :meth:`Modality.fit` completes from the training data."""
     fitted = modality.fit(dataset, cfg.tokenizer, progress)
@@ -225,13 +272,15 @@ def saved_last_loss(existing: list[Path]) -> float:
     return float("nan") if value is None else float(value)
 
 
-def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, str]]) -> None:
-    """``config.yaml`` (with versions), ``skipped.txt``, and metrics cut back to ``step``."""
+def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, str]], adapted: list[str]) -> None:
+    """``config.yaml`` (with versions; what :func:`adapt_to_data` changed as comments at the top),
+    ``skipped.txt``, and metrics cut back to ``step``."""
     if skipped:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
     keep_metrics(out / "metrics.jsonl", step)
     versions = {"mpt-core": dist_version("mpt-core"), "torch": str(torch.__version__)}
-    (out / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "versions": versions}, sort_keys=False))
+    header = "".join(f"# {line}\n" for line in adapted)
+    (out / "config.yaml").write_text(header + yaml.safe_dump({**cfg.to_dict(), "versions": versions}, sort_keys=False))
 
 
 def configure_attention(model: Objective, device: torch.device, precision: str = "no") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpt.contract import PLUGIN_API, Figure, Modality, Tokenizer
+from mpt.contract import PLUGIN_API, Adaptation, Figure, Modality, Tokenizer
 from mpt_timeseries.config import TimeSeriesDataConfig, TimeSeriesTokenizerConfig
 from mpt_timeseries.io import SUPPORTED
 
@@ -32,6 +32,11 @@ class TimeSeries(Modality):
 
         return TimeSeriesDataset(DEMO_DATA if path is None else path, split, config,
                                  skip_bad_files=skip_bad_files)
+
+    def adapt(self, dataset, config) -> list[Adaptation]:  # noqa: ANN001 - TimeSeriesDataset, Config
+        from mpt_timeseries.adapt import adapt
+
+        return adapt(dataset, config)
 
     def tokenizer(self, config: TimeSeriesTokenizerConfig, dim: int) -> Tokenizer:
         from mpt_timeseries.tokenizer import SeriesTokenizer
