@@ -68,11 +68,9 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     out = Path(out)
     existing = check_out_folder(out, resume)
     accelerator = make_run_accelerator(cfg, out)
-    with warnings.catch_warnings(record=True) as opening:  # e.g. series skipped: repeated unless adapted away
-        warnings.simplefilter("always")
-        first = open_training_data(modality, cfg, data, skip_bad_files)
-    cfg, dataset, adapted = adapt_to_data(modality, cfg, first, data, skip_bad_files)
-    for w in opening if dataset is first else ():
+    dataset, said = open_recording(modality, cfg, data, skip_bad_files)
+    cfg, dataset, said, adapted = adapt_to_data(modality, cfg, dataset, said, data, skip_bad_files)
+    for w in said:  # what opening the data warned (series skipped …), for the data as adapted
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if adapted and progress and accelerator.is_main_process:
         print("\n".join(adapted), file=sys.stderr, flush=True)
@@ -177,11 +175,21 @@ def open_training_data(modality: Modality, cfg: Config, data: Path | None, skip_
         raise DataError(exc.path, f"{exc.reason} (or pass --skip-bad-files to skip such files)") from None
 
 
-def adapt_to_data(modality: Modality, cfg: Config, dataset: SampleDataset, data: Path | None,
-                  skip_bad_files: bool, rounds: int = 4) -> tuple[Config, SampleDataset, list[str]]:
-    """``cfg`` with :meth:`Modality.adapt`'s proposals for keys the user did not set, the dataset
-    reopened when a ``data`` key changed, and lines for the user: every change, then the guidance of
-    the last round (the one that changed nothing)."""
+def open_recording(modality: Modality, cfg: Config, data: Path | None,
+                   skip_bad_files: bool) -> tuple[SampleDataset, list[warnings.WarningMessage]]:
+    """:func:`open_training_data` and the warnings it gave (held back: adaptation may reopen the data)."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        dataset = open_training_data(modality, cfg, data, skip_bad_files)
+    return dataset, said
+
+
+def adapt_to_data(modality: Modality, cfg: Config, dataset: SampleDataset, said: list[warnings.WarningMessage],
+                  data: Path | None, skip_bad_files: bool,
+                  rounds: int = 4) -> tuple[Config, SampleDataset, list[warnings.WarningMessage], list[str]]:
+    """``cfg`` with :meth:`Modality.adapt`'s proposals for keys the user did not set; the dataset
+    reopened (:func:`open_recording`, ``said``: its warnings) when a ``data`` key changed; and lines
+    for the user: every change, then the guidance of the last round (the one that changed nothing)."""
     from mpt.config import with_value
 
     changes: list[str] = []
@@ -198,12 +206,12 @@ def adapt_to_data(modality: Modality, cfg: Config, dataset: SampleDataset, data:
                 changes.append(f"adapted to the data: {a.key} {now} → {a.value}: {a.reason}")
                 changed = True
                 if a.key.startswith("data."):
-                    dataset = open_training_data(modality, cfg, data, skip_bad_files)
+                    dataset, said = open_recording(modality, cfg, data, skip_bad_files)
         if not changed:
             break
     if changes:
         changes.append("(keep a recipe value with --set KEY=VALUE, all of them with --set train.adapt=false)")
-    return cfg, dataset, changes + notes
+    return cfg, dataset, said, changes + notes
 
 
 def current_value(cfg: Config, key: str) -> Any:

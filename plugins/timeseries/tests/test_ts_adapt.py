@@ -73,7 +73,8 @@ def test_trainer_applies_proposals_to_recipe_values_only(tmp_path: Path) -> None
     with pytest.warns(UserWarning, match="skipped 1 series shorter than data.min_length=10"):
         dataset = modality.dataset(data, "train", cfg.data)
     assert len(dataset) == 2
-    cfg2, dataset2, lines = adapt_to_data(modality, cfg, dataset, data, skip_bad_files=False)
+    cfg2, dataset2, said, lines = adapt_to_data(modality, cfg, dataset, [], data, skip_bad_files=False)
+    assert said == []  # the reopened data keeps every series: nothing to warn
     assert (cfg2.data.context, cfg2.tokenizer.patch, cfg2.tokenizer.stride, cfg2.data.min_length) == (32, 4, 4, 8)
     assert len(dataset2) == 3 and dataset2[0].input.shape == (2, 32)  # every series, one window each
     assert any("data.context 100 → 32" in line for line in lines)
@@ -81,12 +82,12 @@ def test_trainer_applies_proposals_to_recipe_values_only(tmp_path: Path) -> None
     kept = build_config(modality, "demo", sets=["data.context=16"])
     with pytest.warns(UserWarning, match="skipped 1 series"):
         opened = modality.dataset(data, "train", kept.data)
-    cfg3, _, lines3 = adapt_to_data(modality, kept, opened, data, False)
+    cfg3, _, _, lines3 = adapt_to_data(modality, kept, opened, [], data, False)
     assert cfg3.data.context == 16 and cfg3.tokenizer.patch == 2  # 16 // 8, for the context you chose
     assert any(line.startswith("note: data.context") and "you set 16: kept" in line for line in lines3)
 
     off = build_config(modality, "demo", sets=["train.adapt=false"])
-    cfg4, dataset4, lines4 = adapt_to_data(modality, off, dataset, data, False)
+    cfg4, dataset4, _, lines4 = adapt_to_data(modality, off, dataset, [], data, False)
     assert cfg4 == off and dataset4 is dataset and lines4 == []
 
 
