@@ -158,6 +158,34 @@ def test_groups_pool_concatenates_one_vector_per_channel(encoders, tmp_path: Pat
     assert not (tmp_path / "c.npy").exists()
 
 
+def test_flat_pool_is_every_token_in_order_with_padding_zeroed(encoders, tmp_path: Path) -> None:  # noqa: ANN001
+    """``--pool flat`` (PatchTST's flatten head): [B, rows·N·D], CLS left out; a series padded into a longer
+    window gives its own tokens then zeros, and features of fewer tokens are zero-padded to the widest."""
+    card = read_card(encoders["cls"])
+    enc = mpt.load_encoder(encoders["cls"])
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "a.npy", rng.normal(size=(2, 40)).astype(np.float32))
+    with torch.no_grad():
+        o = enc(torch.from_numpy(np.load(tmp_path / "a.npy"))[None])
+    ds, modality = open_dataset(card, tmp_path / "a.npy", "probe", ["data.context=40"])
+    x = extract_features(enc, ds, collate=modality.collate, pool="flat", progress=False).x
+    n = o.tokens.shape[1]  # 2 channels × 5 patches, the CLS token not among them
+    assert x.shape == (1, n * 16) and n == 10
+    np.testing.assert_allclose(x[0], o.tokens[0].flatten().numpy(), atol=1e-5, rtol=1e-4)
+    # a 24-step series in a 40-step window: 3 real patches per channel, then 2 padding patches of zeros
+    np.save(tmp_path / "short.npy", rng.normal(size=(2, 24)).astype(np.float32))
+    padded, _ = open_dataset(card, tmp_path / "short.npy", "probe", ["data.context=40"])
+    y = extract_features(enc, padded, collate=modality.collate, pool="flat", progress=False).x.reshape(2, 5, 16)
+    assert np.abs(y[:, :3]).min() > 0 and not y[:, 3:].any()
+    # read as a 24-step window it has 6 tokens, not 10: zero-padded at the end to the widest batch's width
+    exact, _ = open_dataset(card, tmp_path / "short.npy", "probe", ["data.context=24"])
+    both = extract_features(enc, [ds[0], exact[0]], batch_size=1, collate=modality.collate, pool="flat",
+                            progress=False).x
+    assert both.shape == (2, 160) and not both[1, 96:].any()
+    # the padding is masked in attention: the same tokens as in the 40-step window
+    np.testing.assert_allclose(both[1, :96], y[:, :3].reshape(-1), atol=1e-5, rtol=1e-4)
+
+
 def test_mean_pool_with_cls_ignores_padding(encoders, tmp_path: Path) -> None:  # noqa: ANN001
     # a 24-step series in a 40-step window is padded with 2 missing patches: its mean-pooled features equal
     # those of the same series read with a 24-step window (no padding)

@@ -194,6 +194,7 @@ class Pool(str, Enum):
     mean = "mean"
     cls = "cls"
     groups = "groups"
+    flat = "flat"
 
 
 class EmbedSplit(str, Enum):
@@ -216,8 +217,8 @@ def probe(
     labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
     method: ProbeMethod = typer.Option(ProbeMethod.linear, "--method", help="linear or knn."),
     baseline: Baseline = typer.Option(Baseline.none, "--baseline", help="random: also probe a random-init twin."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups "
-                                  "(per channel/band group, concatenated)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token), groups "
+                                  "(per channel/band group, concatenated) or flat (every token, in order)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
     set_: list[str] = typer.Option([], "--set", help="Override a data key: --set data.context=128 (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out, the validation split and the twin."),
@@ -262,7 +263,7 @@ def evaluate(
                                           "default: a grouped, stratified 20 % hold-out of --data."),
     labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
     out: Path = typer.Option(..., "--out", help="Folder for evaluation.json, evaluation.png (and the curve)."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="Frozen features: mean, cls or groups."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="Frozen features: mean, cls, groups or flat."),
     eval_set: list[str] = typer.Option([], "--eval-set", help="Data override for the evaluation only: "
                                        "--eval-set data.crop_pct=1.0 (repeatable)."),
     finetune_steps: int = typer.Option(300, "--finetune-steps", min=0, help="Steps of the short fine-tune "
@@ -342,8 +343,8 @@ def embed(
     encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
     data: Path = typer.Option(..., "--data", help="File or folder of data."),
     out: Path = typer.Option(..., "--out", help="Output .npy (+ FILE.npy.sources.txt) or .parquet file."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token) or groups "
-                                  "(per channel/band group, concatenated)."),
+    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token), groups "
+                                  "(per channel/band group, concatenated) or flat (every token, in order)."),
     split: EmbedSplit = typer.Option(EmbedSplit.probe, "--split", help="probe (training files) or test "
                                      "(held-out files, where the data has an official split)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),

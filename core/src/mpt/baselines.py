@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from mpt.contract import Batch, Sample, SampleDataset, TokenSet, collate_samples, iter_samples
 from mpt.errors import DataError
-from mpt.features import Features, make_features
+from mpt.features import Features, make_features, pad_columns
 
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
@@ -78,18 +78,9 @@ def raw_features(backbone: Backbone, dataset: SampleDataset, *, batch_size: int 
             bar.update(len(samples))
     if not sources:
         raise DataError("dataset", "no samples")
-    width = max(len(f) for f in flats)
-    flat_x = np.zeros((len(flats), width), dtype=np.float32)
-    for i, f in enumerate(flats):
-        flat_x[i, : len(f)] = f
+    flat_x = np.concatenate(pad_columns(*(f[None] for f in flats))).astype(np.float32)
     pooled_x = np.concatenate(pooled).astype(np.float32)
     return {kind: make_features(x, sources, labels, dataset) for kind, x in (("flat", flat_x), ("pooled", pooled_x))}
-
-
-def pad_columns(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two feature matrices zero-padded to the same width (a longest series only in one split)."""
-    width = max(a.shape[1], b.shape[1])
-    return (np.pad(a, ((0, 0), (0, width - a.shape[1]))), np.pad(b, ((0, 0), (0, width - b.shape[1]))))
 
 
 def nearest_neighbour(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, chunk: int = 1024) -> np.ndarray:

@@ -32,7 +32,7 @@ from mpt.errors import ConfigError, DataError, MptError
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
 
-POOLS = ("mean", "cls", "groups")
+POOLS = ("mean", "cls", "groups", "flat")
 
 
 @dataclass
@@ -76,7 +76,7 @@ def check_pool(encoder: Backbone, pool: str) -> None:
 
 def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean",
                 augment: Callable[[Batch], Batch] | None = None) -> Tensor:
-    """``[B, D]`` (``groups``: ``[B, G·D]``) features of a raw batch.
+    """``[B, D]`` (``groups``: ``[B, G·D]``, ``flat``: ``[B, N·D]``) features of a raw batch.
 
     ``mean``: the mean over the valid (non-padding) tokens, CLS excluded — ``out.pooled`` when the
     encoder has no CLS token; ``cls``: the CLS token's output (averaged over the rows of a sample when
@@ -84,7 +84,10 @@ def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean",
     ``groups``: the mean over each token group's valid tokens, concatenated in group order — the G
     rows a tokenizer folds into the batch (PatchTST's channel independence: the mean pool would
     average the channels together and lose which channel did what) or the G ``groups`` ids of the
-    tokens (band groups); ``mean`` when the tokens form one group.
+    tokens (band groups); ``mean`` when the tokens form one group; ``flat``: every token's output in
+    token order, padding tokens zeroed, CLS excluded — PatchTST's flatten head (Nie et al., ICLR 2023),
+    which keeps *where* in the input a pattern occurs; samples with fewer tokens are zero-padded
+    at the end (:func:`pad_columns`).
     """
     check_pool(encoder, pool)
     has_cls = encoder.encoder.cls_token is not None
@@ -94,6 +97,8 @@ def pool_output(encoder: Backbone, batch: Batch | Tensor, pool: str = "mean",
     b, d = out.tokens.shape[0], out.tokens.shape[-1]
     valid = out.valid if out.valid is not None else torch.ones(out.tokens.shape[:2], dtype=torch.bool,
                                                                device=out.tokens.device)
+    if pool == "flat":
+        return (out.tokens * valid.unsqueeze(-1).to(out.tokens.dtype)).flatten(1)
     if pool == "groups" and out.rows_per_sample == 1 and out.groups is not None:
         onehot = F.one_hot(out.groups.long(), int(out.groups.max()) + 1).to(out.tokens.dtype)  # [B, N, G]
         w = onehot * valid.unsqueeze(-1).to(onehot.dtype)
@@ -140,12 +145,19 @@ def extract_features(encoder: Backbone, dataset: SampleDataset, *, batch_size: i
     if not chunks:
         raise DataError("dataset", "no samples")
     n = len(sources)
-    x = np.concatenate(chunks).astype(np.float32, copy=False)
+    x = np.concatenate(pad_columns(*chunks)).astype(np.float32, copy=False)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise MptError(f"the encoder gave non-finite features for {int(bad.sum())} of {n} samples "
                        f"(e.g. {sources[int(np.argmax(bad))]})")
     return make_features(x, sources, labels, dataset)
+
+
+def pad_columns(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Feature matrices zero-padded on the right to the widest one (``flat`` features of windows with
+    fewer tokens, a longest series only in one split)."""
+    width = max(a.shape[1] for a in arrays)
+    return [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
 
 
 def make_features(x: np.ndarray, sources: list[str], labels: Sequence[int | None], dataset: SampleDataset) -> Features:

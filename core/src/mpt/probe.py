@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mpt.errors import DataError, MptError
-from mpt.features import Features, check_pool, extract_features, open_dataset
+from mpt.features import Features, check_pool, extract_features, open_dataset, pad_columns
 from mpt.files import label_key
 from mpt.labels import apply_manifest
 
@@ -284,6 +284,10 @@ def score_features(train: Features, eval_: Features, method: str, seed: int, k: 
     """Fit the ``method`` probe (``linear`` or ``knn``) on ``train`` and score it on ``eval_`` (labels
     indexing one class list): ``{"method", "accuracy", "balanced_accuracy", "n_train", "n_eval", …}``
     with the method's settings (the chosen regularisation, or k and the temperature)."""
+    assert train.labels is not None and eval_.labels is not None
+    if train.x.shape[1] != eval_.x.shape[1]:  # flat features of series of other lengths
+        train_x, eval_x = pad_columns(train.x, eval_.x)
+        train, eval_ = replace(train, x=train_x), replace(eval_, x=eval_x)
     assert train.labels is not None and eval_.labels is not None
     if method == "linear":
         res = linear_probe(train.x, train.labels, eval_.x, eval_.labels, seed=seed, groups=train.sources)
