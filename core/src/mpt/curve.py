@@ -144,7 +144,7 @@ def pretrain_for_budget(modality: Modality, data: Path | None, out: Path, minute
     shutil.rmtree(out / "calibration", ignore_errors=True)
     steps = max(points, int(minutes * 60 / s_per_step))
     extra = [f"train.max_steps={steps}", f"train.log_every={max(1, steps // 50)}",
-             f"train.export_every={max(1, steps // points)}", f"train.figure_every={steps}"]
+             f"train.export_every={max(1, -(-steps // points))}", f"train.figure_every={steps}"]
     cfg = build_config(modality, recipe, sets=[*sets, *extra])
     if cfg.optim.warmup_steps is not None and cfg.optim.warmup_steps >= steps:
         extra.append(f"optim.warmup_steps={steps // 5}")
