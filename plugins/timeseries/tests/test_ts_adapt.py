@@ -12,12 +12,28 @@ import yaml
 from mpt.config import build_config
 from mpt.registry import get_modality
 from mpt.trainer import adapt_to_data, pretrain
-from mpt_timeseries.adapt import MAX_CONTEXT, MIN_TOKENS, adapt
+from mpt_timeseries.adapt import MAX_CONTEXT, MIN_TOKENS, adapt, level_ratio
 
 
 def lengths_dataset(*lengths: int) -> SimpleNamespace:
-    """What adapt reads of a TimeSeriesDataset: the series lengths of its files."""
-    return SimpleNamespace(files=SimpleNamespace(info=[SimpleNamespace(lengths=list(lengths))]))
+    """What adapt reads of a TimeSeriesDataset: the series lengths of its files (one series: no levels)."""
+    return SimpleNamespace(files=SimpleNamespace(info=[SimpleNamespace(lengths=list(lengths))]), series=[(0, 0, 1)])
+
+
+class SeriesFiles:
+    """``dataset.files`` of one file holding ``series``: its lengths (``info``) and, by index, its table."""
+
+    def __init__(self, series: list[np.ndarray]) -> None:
+        self.table = SimpleNamespace(series=series)
+        self.info = [SimpleNamespace(lengths=[x.shape[1] for x in series])]
+
+    def __getitem__(self, k: int) -> SimpleNamespace:
+        return self.table
+
+
+def series_dataset(series: list[np.ndarray]) -> SimpleNamespace:
+    """What adapt reads of a TimeSeriesDataset holding ``series`` ``[C, T]`` in one file."""
+    return SimpleNamespace(files=SeriesFiles(series), series=[(0, i, x.shape[1]) for i, x in enumerate(series)])
 
 
 def proposals(dataset: SimpleNamespace, *sets: str) -> dict[str, object]:
@@ -113,3 +129,24 @@ def test_train_adapt_must_be_a_boolean(bad: str) -> None:
 
     with pytest.raises(ConfigError, match="train.adapt"):
         build_config(get_modality("timeseries"), "demo", sets=[bad])
+
+
+def test_revin_turns_off_when_levels_tell_series_apart() -> None:
+    rng = np.random.default_rng(0)
+    # levels carry the class: means 0 or 3 per series, small wiggles within (JapaneseVowels-like)
+    levels = [rng.normal(size=(2, 64)) * 0.3 + 3.0 * (i % 2) for i in range(20)]
+    ratio, scale = level_ratio(levels)
+    means = np.stack([x.mean(1) for x in levels])
+    within = np.stack([x.std(1) for x in levels]).mean(0)
+    assert ratio == pytest.approx(float(np.median(means.std(0) / within)))
+    assert ratio > 1 and 0.01 < scale < 100
+    assert proposals(series_dataset(levels), "data.context=64")["tokenizer.revin"] is False
+    # z-normalised series (the UCR univariate sets): RevIN is harmless, nothing proposed
+    znorm = [(x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True) for x in levels]
+    assert level_ratio(znorm)[0] < 1e-6
+    assert "tokenizer.revin" not in proposals(series_dataset(znorm), "data.context=64")
+    # levels matter but the values are huge: unnormalised input would not train, so only guidance
+    huge = [x * 1e4 for x in levels]
+    cfg = build_config(get_modality("timeseries"), "demo", sets=["data.context=64"])
+    note = [a for a in adapt(series_dataset(huge), cfg) if a.key == "tokenizer.revin"]
+    assert [a.value for a in note] == [None] and "standardise" in note[0].reason

@@ -13,21 +13,48 @@ benchmarks/results/learning-quality-*.jsonl):
    max(1, context // MIN_TOKENS)`` (left alone when you set either).
 3. **No series lost to ``min_length``** when it is longer than a patch: ``min_length`` drops to
    ``max(patch, shortest series)``; series shorter than one patch are still skipped, with a note.
+4. **Keep levels that tell series apart**: RevIN (Kim et al., ICLR 2022) subtracts each series' mean
+   and divides by its std, per channel — right when levels drift (forecasting), wrong when the level
+   *is* the signal (JapaneseVowels' LPC coefficients: a vowel's spectrum sits in the means). When on
+   the median channel the spread of the series' means exceeds their typical spread within a series
+   (:func:`level_ratio` > :data:`LEVEL_RATIO`, over up to :data:`SAMPLE_SERIES` series), ``revin``
+   turns off — if the values' overall std lies within :data:`RAW_SCALE` (the encoder then sees
+   them as they are); otherwise a note says to standardise them first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from mpt.contract import Adaptation
 
 MAX_CONTEXT = 512  # PatchTST's context (Nie et al., ICLR 2023)
 MIN_TOKENS = 8  # fewer patches than this leave the encoder little to attend over and MAE little to mask
+LEVEL_RATIO = 1.0  # between-series std of the means / mean within-series std, median over channels
+RAW_SCALE = (1e-2, 1e2)  # overall std of values an unnormalised patch embedding takes in its stride
+SAMPLE_SERIES = 256  # series read (evenly spread) to measure levels
 
 
 def series_lengths(dataset: Any) -> list[int]:  # noqa: ANN401 - a TimeSeriesDataset
     """Every series length of the dataset's usable files, those ``min_length`` skipped included."""
     return [n for info in dataset.files.info for n in info.lengths]
+
+
+def level_ratio(series: list[np.ndarray]) -> tuple[float, float]:
+    """``(ratio, scale)`` of series ``[C, T]`` (NaN = missing): per channel, the std over series of their
+    means divided by the mean within-series std, the median over channels; and the std of all values."""
+    means = np.stack([np.nanmean(x, axis=1) for x in series])  # [S, C]
+    within = np.stack([np.nanstd(x, axis=1) for x in series]).mean(0)  # [C]
+    ratio = float(np.median(means.std(0) / np.maximum(within, 1e-12)))
+    return ratio, float(np.nanstd(np.concatenate([x.reshape(x.shape[0], -1) for x in series], axis=1)))
+
+
+def sample_series(dataset: Any, limit: int = SAMPLE_SERIES) -> list[np.ndarray]:  # noqa: ANN401
+    """Up to ``limit`` series of the dataset, evenly spread over its series (each file read once)."""
+    picks = np.unique(np.linspace(0, len(dataset.series) - 1, min(limit, len(dataset.series))).astype(int))
+    return [dataset.files[k].series[i] for k, i, _ in (dataset.series[j] for j in picks)]
 
 
 def adapt(dataset: Any, config: Any) -> list[Adaptation]:  # noqa: ANN401 - TimeSeriesDataset, mpt.config.Config
@@ -59,4 +86,15 @@ def adapt(dataset: Any, config: Any) -> list[Adaptation]:  # noqa: ANN401 - Time
         if shortest < tok.patch:
             out.append(Adaptation("data.min_length", None, f"{sum(n < tok.patch for n in lengths)} series are "
                                                            f"shorter than one {tok.patch}-step patch and skipped"))
+    if tok.revin and len(dataset.series) > 1:
+        ratio, scale = level_ratio(sample_series(dataset))
+        if ratio > LEVEL_RATIO:
+            why = (f"the series differ in level {ratio:.1f}× more than they vary within (median channel): "
+                   "RevIN would remove what tells them apart")
+            if RAW_SCALE[0] <= scale <= RAW_SCALE[1]:
+                out.append(Adaptation("tokenizer.revin", False, why))
+            else:
+                out.append(Adaptation("tokenizer.revin", None, f"{why}, but the values' std is {scale:.3g}: "
+                                                               "standardise each channel over the data set and set "
+                                                               "tokenizer.revin=false"))
     return out
