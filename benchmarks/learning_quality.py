@@ -178,9 +178,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="config override for pretraining (data.* ones are in the card, so the evaluation uses them)")
     p.add_argument("--eval-set", dest="eval_sets", action="append", default=[], metavar="data.KEY=VALUE",
                    help="data override for the evaluation only (e.g. data.crop_pct=1.0)")
-    p.add_argument("--pool", choices=POOLS, default="mean",
+    p.add_argument("--pool", choices=POOLS, default=None,
                    help="mpt.features pool: mean, cls, groups (per token group / folded channel row, concatenated) "
-                        "or flat (every token, in order)")
+                        "or flat (every token, in order); default: the modality's feature_pool")
     p.add_argument("--seed", type=int, default=0, help="train.seed, the twin's seed and the evaluation's splits")
     p.add_argument("--k", type=int, default=20, help="neighbours of the k-NN probe")
     p.add_argument("--finetune-steps", type=int, default=300, help="optimiser steps of each fine-tune (0: none)")

@@ -59,7 +59,7 @@ def test_tiny_budget_prints_one_json_line(tmp_path: Path, capsys: pytest.Capture
     assert out == record
     for key, kind in KEYS.items():
         assert isinstance(out[key], kind) or (kind is float and isinstance(out[key], int)), (key, out[key])
-    assert out["bench"] == "learning_quality" and out["modality"] == "timeseries" and out["pool"] == "mean"
+    assert out["bench"] == "learning_quality" and out["modality"] == "timeseries" and out["pool"] == "flat"
     assert out["steps"] >= 2 and out["s_per_step"] > 0 and math.isfinite(out["last_loss"])
     assert (out["n_train"], out["n_eval"], out["num_classes"]) == (16, 12, 2) and out["classes"] == ["a", "b"]
     assert out["chance"]["uniform"] == 0.5 and out["holdout"] is None

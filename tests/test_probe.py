@@ -316,7 +316,7 @@ def test_probe_holdout_with_random_baseline(setup, tmp_path: Path) -> None:  # n
     assert report["classes"] == ["a", "b", "c"] and report["num_classes"] == 3
     assert report["chance"]["uniform"] == pytest.approx(1 / 3)
     assert report["method"] == "linear" and report["regularization"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-    assert report["encoder"] == str(setup["encoder"]) and report["pool"] == "mean"
+    assert report["encoder"] == str(setup["encoder"]) and report["pool"] == "flat"  # the time-series feature_pool
     base = report["baseline"]
     assert base["kind"] == "random-init" and base["n_train"] == report["n_train"] and base["n_eval"] == report["n_eval"]
     for r in (report, base):

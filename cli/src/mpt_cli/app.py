@@ -217,8 +217,9 @@ def probe(
     labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
     method: ProbeMethod = typer.Option(ProbeMethod.linear, "--method", help="linear or knn."),
     baseline: Baseline = typer.Option(Baseline.none, "--baseline", help="random: also probe a random-init twin."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token), groups "
-                                  "(per channel/band group, concatenated) or flat (every token, in order)."),
+    pool: Pool | None = typer.Option(None, "--pool", help="mean (of the tokens), cls (the CLS token), groups "
+                                     "(per channel/band group, concatenated) or flat (every token, in order); "
+                                     "default: the modality's (time series: flat, others: mean)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Samples per forward pass."),
     set_: list[str] = typer.Option([], "--set", help="Override a data key: --set data.context=128 (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out, the validation split and the twin."),
@@ -237,7 +238,7 @@ def probe(
         warnings.simplefilter("always")
         try:
             report = run_probe(encoder, data, eval_data=eval_data, labels=labels, method=method.value,
-                               baseline=baseline.value, pool=pool.value, batch_size=batch_size, data_sets=set_,
+                               baseline=baseline.value, pool=pool and pool.value, batch_size=batch_size, data_sets=set_,
                                seed=seed, k=k)
             if out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +264,8 @@ def evaluate(
                                           "default: a grouped, stratified 20 % hold-out of --data."),
     labels: Path | None = typer.Option(None, "--labels", help="CSV 'path,label' giving each file's class."),
     out: Path = typer.Option(..., "--out", help="Folder for evaluation.json, evaluation.png (and the curve)."),
-    pool: Pool = typer.Option(Pool.mean, "--pool", help="Frozen features: mean, cls, groups or flat."),
+    pool: Pool | None = typer.Option(None, "--pool", help="Frozen features: mean, cls, groups or flat "
+                                     "(default: the modality's; time series: flat, others: mean)."),
     eval_set: list[str] = typer.Option([], "--eval-set", help="Data override for the evaluation only: "
                                        "--eval-set data.crop_pct=1.0 (repeatable)."),
     finetune_steps: int = typer.Option(300, "--finetune-steps", min=0, help="Steps of the short fine-tune "
@@ -313,13 +315,13 @@ def evaluate(
                                    "sets": run.sets, "recipe": recipe}
             assert encoder is not None
             typer.echo(f"mpt evaluate: {encoder} on {data}" + (f" → {eval_data}" if eval_data else ""), err=True)
-            report = run_evaluation(encoder, data, eval_data=eval_data, labels=labels, pool=pool.value,
+            report = run_evaluation(encoder, data, eval_data=eval_data, labels=labels, pool=pool and pool.value,
                                     data_sets=eval_set, seed=seed, k=k, finetune_steps=finetune_steps)
             report.update(extra)
             out.mkdir(parents=True, exist_ok=True)
             figure(report, out / "evaluation.png")
             if curve:
-                report["curve"] = run_curve(encoder, data, eval_data=eval_data, labels=labels, pool=pool.value,
+                report["curve"] = run_curve(encoder, data, eval_data=eval_data, labels=labels, pool=pool and pool.value,
                                             data_sets=eval_set, seed=seed, k=k)
                 raw = report["goal"]["raw_1nn"]
                 curve_figure(report["curve"], out / "curve.png", raw_1nn=raw, title=f"{report['modality']}: {data}")

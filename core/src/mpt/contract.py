@@ -477,6 +477,9 @@ class Modality:
     YAML files, each starting with a ``# description`` line) and ``default_recipe`` (the recipe
     used when the user names none; it must run on a laptop CPU in minutes).
 
+    ``feature_pool`` is the pool (:data:`mpt.features.POOLS`) ``mpt probe`` and ``mpt evaluate`` use
+    when the user names none: "mean" by default; "flat" where token order carries meaning.
+
     A map-style dataset may define ``reseed(seed: int)``: the trainer calls it at the start of every
     epoch so per-sample randomness (augmentation, point sampling) is a function of (seed, index) and
     an interrupted run resumes exactly.
@@ -490,6 +493,7 @@ class Modality:
     tokenizer_config: ClassVar[type]
     recipe_dir: ClassVar[Path | None] = None
     extensions: ClassVar[tuple[str, ...]] = ()
+    feature_pool: ClassVar[str] = "mean"
 
     def dataset(self, path: Path | None, split: str, config: Any, *,
                 skip_bad_files: bool = False) -> SampleDataset:

@@ -57,19 +57,20 @@ def snapshots(run: str | PathLike[str]) -> list[tuple[int, Path]]:
 
 def run_curve(run: str | PathLike[str], data: str | PathLike[str] | None, *,
               eval_data: str | PathLike[str] | None = None, labels: str | PathLike[str] | None = None,
-              pool: str = "mean", data_sets: Sequence[str] = (),
+              pool: str | None = None, data_sets: Sequence[str] = (),
               seed: int = 0, k: int = 20, eval_fraction: float = 0.2, batch_size: int = 64,
               progress: bool = True) -> list[dict[str, Any]]:
     """Linear and k-NN accuracy of every snapshot of ``run`` (step 0: the random-init twin) on one split
     (the split of :func:`mpt.evaluation.make_split`). Returns ``[{"step", "linear", "knn",
-    "linear_balanced", "knn_balanced", "encoder"}]`` sorted by step."""
+    "linear_balanced", "knn_balanced", "encoder"}]`` sorted by step. ``pool`` None: the modality's."""
     from mpt.evaluation import frozen_rows, make_split
-    from mpt.features import open_dataset
+    from mpt.features import open_dataset, resolve_pool
     from mpt.pretrained import load_encoder, read_card
     from mpt.probe import random_twin, recalibrate_batch_norms
 
     points = snapshots(run)
     card = read_card(points[-1][1])
+    pool = resolve_pool(card, pool)
     _, modality = open_dataset(card, data, "probe", data_sets)
     split = make_split(card, data, eval_data, labels, data_sets, seed, eval_fraction)
     twin = random_twin(points[-1][1], seed)

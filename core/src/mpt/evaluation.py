@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from mpt.baselines import raw_baselines, raw_features
 from mpt.contract import Sample, SampleDataset, iter_samples
 from mpt.errors import DataError, MptError
-from mpt.features import Features, check_pool, data_config, extract_features, make_features, open_dataset
+from mpt.features import Features, check_pool, data_config, extract_features, make_features, open_dataset, resolve_pool
 
 if TYPE_CHECKING:
     from mpt.backbone import Backbone
@@ -165,7 +165,7 @@ def finetune_row(encoder: Backbone, name: str, split: Split, *, modality: Any, d
 
 def run_evaluation(encoder_path: str | PathLike[str], data: str | PathLike[str] | None, *,
                    eval_data: str | PathLike[str] | None = None, labels: str | PathLike[str] | None = None,
-                   pool: str = "mean", data_sets: Sequence[str] = (), seed: int = 0, k: int = 20,
+                   pool: str | None = None, data_sets: Sequence[str] = (), seed: int = 0, k: int = 20,
                    eval_fraction: float = 0.2, finetune_steps: int = 300,
                    finetune_options: dict[str, Any] | None = None, batch_size: int = 64,
                    progress: bool = True) -> dict[str, Any]:
@@ -173,13 +173,15 @@ def run_evaluation(encoder_path: str | PathLike[str], data: str | PathLike[str] 
 
     Returns a JSON-able dict: ``rows`` (``encoder``, ``method``, ``accuracy``, ``balanced_accuracy``
     and the method's settings), ``goal`` (:func:`goal`), ``split`` sizes, ``classes``, ``chance``,
-    and what was evaluated. ``finetune_steps=0`` leaves fine-tuning out.
+    and what was evaluated. ``finetune_steps=0`` leaves fine-tuning out; ``pool`` None: the modality's
+    ``feature_pool`` (``flat`` for time series, ``mean`` otherwise).
     """
     from mpt.pretrained import load_encoder, read_card
     from mpt.probe import encoder_folder, random_twin, recalibrate_batch_norms
 
     path = encoder_folder(encoder_path)
     card = read_card(path)
+    pool = resolve_pool(card, pool)
     pretrained = load_encoder(path)
     check_pool(pretrained, pool)
     twin = random_twin(path, seed)

@@ -65,6 +65,13 @@ class Features:
                         unlabelled=self.unlabelled)
 
 
+def resolve_pool(card: dict[str, Any], pool: str | None) -> str:
+    """``pool``, or when None the ``feature_pool`` of the card's modality (``Modality.feature_pool``)."""
+    from mpt.registry import get_modality
+
+    return pool if pool is not None else get_modality(card["modality"]).feature_pool
+
+
 def check_pool(encoder: Backbone, pool: str) -> None:
     """A ValueError for an unknown pool, an MptError for ``cls`` on an encoder without a CLS token."""
     if pool not in POOLS:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mpt.errors import DataError, MptError
-from mpt.features import Features, check_pool, extract_features, open_dataset, pad_columns
+from mpt.features import Features, check_pool, extract_features, open_dataset, pad_columns, resolve_pool
 from mpt.files import label_key
 from mpt.labels import apply_manifest
 
@@ -423,13 +423,14 @@ def recalibrate_batch_norms(encoder: Backbone, dataset: Any, collate: Any, batch
 
 def run_probe(encoder_path: str | PathLike[str], data: str | PathLike[str] | None, *,
               eval_data: str | PathLike[str] | None = None, labels: str | PathLike[str] | None = None,
-              method: str = "linear", baseline: str | None = None, pool: str = "mean", batch_size: int = 64,
+              method: str = "linear", baseline: str | None = None, pool: str | None = None, batch_size: int = 64,
               data_sets: Sequence[str] = (), seed: int = 0, k: int = 20, eval_fraction: float = 0.2,
               progress: bool = True, device: str = "cpu") -> ProbeReport:
     """``mpt probe``: features of ``data`` (split "probe") and of ``eval_data`` (split "test"; when
     None, a seeded hold-out of ``data`` grouped by source and stratified by class), then
-    :func:`probe`. ``baseline="random"`` also probes a random-init twin (:func:`random_twin`) whose
-    BatchNorm statistics, if any, are recomputed on ``data`` (:func:`recalibrate_batch_norms`)."""
+    :func:`probe`. ``pool`` None: the modality's ``feature_pool``. ``baseline="random"`` also probes a
+    random-init twin (:func:`random_twin`) whose BatchNorm statistics, if any, are recomputed on
+    ``data`` (:func:`recalibrate_batch_norms`)."""
     from mpt.pretrained import load_encoder, read_card
 
     if method not in METHODS:
@@ -438,6 +439,7 @@ def run_probe(encoder_path: str | PathLike[str], data: str | PathLike[str] | Non
         raise MptError(f"unknown baseline '{baseline}'; choose random")
     path = encoder_folder(encoder_path)
     card = read_card(path)
+    pool = resolve_pool(card, pool)
     encoders: list[Backbone] = [load_encoder(path)]
     check_pool(encoders[0], pool)
     if baseline == "random":
