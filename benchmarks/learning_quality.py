@@ -295,7 +295,7 @@ def _run(args: argparse.Namespace, work: Path, cpu_load: float) -> dict[str, Any
     figures = {"evaluation": str(figure(report, out / "evaluation.png")),
                "curve": str(curve_figure(curve, out / "curve.png", raw_1nn=report["goal"]["raw_1nn"],
                                          title=f"{args.modality} {name}: {run.steps} steps "
-                                               f"({args.budget_minutes:g} min), pool {args.pool}"))}
+                                               f"({args.budget_minutes:g} min), pool {report['pool']}"))}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {
         "bench": BENCH, "modality": args.modality, "dataset": name, "task": task, "split": split,
