@@ -8,8 +8,9 @@ same inputs (``batch``: the benchmark's ``mpt.Batch``, or a plain tensor; see :f
 The timing, FLOP counting and records stay in ``pretrain_throughput.py``.
 
 transformers is a benchmark-only dependency: it is imported here, lazily, and nowhere in
-``core/`` or ``plugins/``. To add a modality (as images with ``ViTMAEForPreTraining``, ``hf_vitmae.py``), write
-its ``check`` / ``build`` pair and add it to :data:`REFERENCES`.
+``core/`` or ``plugins/``. To add a modality (as images with ``ViTMAEForPreTraining``, ``hf_vitmae.py``, and
+videos with ``VideoMAEForPreTraining``, ``hf_videomae.py``), write its ``check`` / ``build`` pair and add it to
+:data:`REFERENCES`.
 """
 
 from __future__ import annotations
@@ -249,3 +250,16 @@ def _vitmae(name: str) -> Callable[..., Any]:
 
 REFERENCES["image"] = ReferenceSpec("transformers.ViTMAEForPreTraining", _vitmae("check_vitmae"),
                                     _vitmae("build_vitmae"))
+
+
+def _videomae(name: str) -> Callable[..., Any]:
+    """``benchmarks/hf_videomae.py``'s ``name``, imported when called (that module imports this one)."""
+    def call(*args: Any) -> Any:  # noqa: ANN401
+        import hf_videomae
+
+        return getattr(hf_videomae, name)(*args)
+    return call
+
+
+REFERENCES["video"] = ReferenceSpec("transformers.VideoMAEForPreTraining", _videomae("check_videomae"),
+                                    _videomae("build_videomae"))

@@ -16,10 +16,12 @@ stderr; ``evaluation.png`` and ``curve.png`` go to ``--out`` (default ``WORKDIR/
         --data A_TRAIN.ts --eval-data A_TEST.ts --set data.context=251 --set tokenizer.patch=16
     python benchmarks/learning_quality.py --modality image --dataset digits --budget-minutes 3 ...
     python benchmarks/learning_quality.py --modality pointcloud --dataset mesh-crops --data MESHES/ ...
+    python benchmarks/learning_quality.py --modality video --dataset clip-identity --data VIDEOS/ ...
 
 ``--dataset digits`` writes scikit-learn's digits (benchmark-only extra: ``pip install scikit-learn``)
 as 32×32 PNGs; ``--dataset mesh-crops`` writes partial views of the meshes under ``--data`` (see
-:func:`write_mesh_crops`). Both land in ``--workdir`` (default: a temporary folder).
+:func:`write_mesh_crops`), ``--dataset clip-identity`` time segments of the videos under ``--data``
+(:func:`write_clip_segments`). They land in ``--workdir`` (default: a temporary folder).
 
 Pretraining draws the modality's figure at its last step (``pretrain_for_budget`` sets
 ``train.figure_every`` to the run's length). The time-series figure of a univariate series used to
@@ -137,6 +139,47 @@ def write_mesh_crops(source: Path, root: Path, *, pool: int = 4096, crop: int = 
     return root / "train", root / "eval", task
 
 
+def write_clip_segments(source: Path, root: Path, *, segment: int = 16, train_share: float = 0.7,
+                        short_side: int = 128) -> tuple[Path, Path, str]:
+    """Clip identity: which video a short segment comes from, one class per video under ``source``.
+
+    Each video (``carphone_distorted`` left out: the same scene as ``carphone_pristine``) is decoded once
+    (PyAV, shorter side ``short_side``) and cut in time: segments of ``segment`` frames, back to back,
+    from its first ``train_share`` of the frames go to ``root/train/<video>/``, from the rest (after a
+    gap of half a segment) to ``root/eval/<video>/``, each as an MPEG-4 file at the source's frame rate.
+    No frame is on both sides, but each side shows the same scenes: instance recognition in time."""
+    import av
+
+    videos = sorted(f for f in source.iterdir() if f.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".webm")
+                    and "distorted" not in f.stem)
+    counts = {}
+    for f in videos:
+        with av.open(str(f)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or 25)
+            frames = [fr.to_ndarray(format="rgb24") for fr in container.decode(stream)]
+        h, w = frames[0].shape[:2]
+        scale = short_side / min(h, w)
+        size = (2 * round(w * scale / 2), 2 * round(h * scale / 2))
+        cut = int(len(frames) * train_share)
+        sides = {"train": range(0, cut - segment + 1, segment),
+                 "eval": range(cut + segment // 2, len(frames) - segment + 1, segment)}
+        for side, starts in sides.items():
+            (root / side / f.stem).mkdir(parents=True, exist_ok=True)
+            for s in starts:
+                with av.open(str(root / side / f.stem / f"{s:04d}.mp4"), "w") as out:
+                    v = out.add_stream("mpeg4", rate=max(1, round(rate)))  # MPEG-4 needs a small time base
+                    v.width, v.height, v.pix_fmt, v.bit_rate = size[0], size[1], "yuv420p", 2_000_000
+                    for fr in frames[s : s + segment]:
+                        out.mux(v.encode(av.VideoFrame.from_ndarray(fr, format="rgb24").reformat(*size)))
+                    out.mux(v.encode())
+        counts[f.stem] = (len(sides["train"]), len(sides["eval"]))
+    task = (f"clip identity over {len(videos)} videos ({', '.join(f'{k} {a}/{b}' for k, (a, b) in counts.items())} "
+            f"train/eval segments of {segment} frames): each video's first {train_share:.0%} of frames gives the "
+            "train segments, the rest after a half-segment gap the eval ones; no frame on both sides")
+    return root / "train", root / "eval", task
+
+
 def holdout_train_folder(modality: Any, cfg: Any, data: Path, root: Path, seed: int,  # noqa: ANN401
                          data_sets: Sequence[str] = (), labels: Path | None = None) -> Path | None:
     """Without ``--eval-data``: a folder of links to the files on the training side of the hold-out the
@@ -186,7 +229,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps", type=int, default=300, help="optimiser steps of each fine-tune (0: none)")
     p.add_argument("--points", type=int, default=8, help="encoder snapshots along the run (the curve's points)")
     p.add_argument("--calibration-steps", type=int, default=15)
-    p.add_argument("--dataset", default=None, help="name in the output; 'digits' and 'mesh-crops' build the data")
+    p.add_argument("--dataset", default=None,
+                   help="name in the output; 'digits', 'mesh-crops' and 'clip-identity' build the data")
     p.add_argument("--out", type=Path, default=None,
                    help="where evaluation.png and curve.png go (default: WORKDIR/figures)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -217,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--budget-minutes must be > 0, --calibration-steps >= 3, --threads >= 1, --points >= 1")
     if args.k < 1 or args.finetune_steps < 0:
         parser.error("--k must be >= 1 and --finetune-steps >= 0")
-    if args.dataset == "mesh-crops" and args.data is None:
-        parser.error("--dataset mesh-crops needs --data: the folder holding the meshes")
+    if args.dataset in ("mesh-crops", "clip-identity") and args.data is None:
+        parser.error(f"--dataset {args.dataset} needs --data: the folder holding the meshes / videos")
     if args.data is None and args.dataset != "digits":
         parser.error("--data is required (except with --dataset digits)")
     cpu_load = load_avg()
@@ -261,6 +305,9 @@ def _run(args: argparse.Namespace, work: Path, cpu_load: float) -> dict[str, Any
     elif args.dataset == "mesh-crops":
         data, eval_data, task = write_mesh_crops(args.data, work / "mesh-crops", seed=0)
         split = "disjoint point pools per mesh (seed 0), written by the script"
+    elif args.dataset == "clip-identity":
+        data, eval_data, task = write_clip_segments(args.data, work / "clip-identity")
+        split = "disjoint time spans per video, written by the script"
     sets = [*args.sets, f"train.seed={args.seed}"]
     pretrain_on, pretrain_note = data, f"the inputs of the training split {data}, labels unused"
     if eval_data is None:

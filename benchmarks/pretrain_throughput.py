@@ -16,6 +16,15 @@ to stderr.
 (``benchmarks/hf_reference.py``; transformers is a benchmark-only dependency) in the same process,
 alternating steps with the mpt run on the same batch with the same optimizer and autocast, and
 prints a line per implementation plus ``{"ratio": mpt samples/s / hf samples/s, ...}``.
+``--variant KEY=VALUE`` (repeatable) trains, the same way, a second mpt run with those extra overrides
+(``impl: "mpt-variant"``) and prints ``{"ratio": mpt samples/s / variant samples/s, ...}``, e.g. VideoMAE V2's
+dual masking against plain tube masking::
+
+    python benchmarks/pretrain_throughput.py --modality video \
+        --variant 'mae.mask={name: dual, encoder: {name: tube, ratio: 0.9}, decoder_ratio: 0.5}'
+
+After the timed steps, ``--data-batches`` batches are drawn from the training set through the trainer's own
+DataLoader (``mpt.loop.open_loader`` with ``train.num_workers``) to time data loading (``data_*`` fields).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one training step, with
 formulas registered here for the CPU SDPA kernels, which torch counts as zero. See README.md.
@@ -409,13 +418,15 @@ class Impl:
     step: Callable[[int], tuple[float | None, float, float]]
     params: int
     fields: dict[str, Any] = field(default_factory=dict)
+    cfg: Any = None  # its own mpt config when it differs from the measurement's (--variant)
 
 
-def mpt_impl(modality: Any, cfg: Any, batch: Any, precision: str, device: torch.device) -> Impl:
-    """The mpt run (fresh, seeded) as an :class:`Impl`."""
+def mpt_impl(modality: Any, cfg: Any, batch: Any, precision: str, device: torch.device,
+             name: str = "mpt") -> Impl:
+    """The mpt run (fresh, seeded) as an :class:`Impl` named ``name``."""
     run = build_run(modality, cfg, batch, device, precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    return Impl("mpt", lambda i: train_step(run, i, precision, device, scaler), run.params)
+    return Impl(name, lambda i: train_step(run, i, precision, device, scaler), run.params, cfg=cfg)
 
 
 def reference_impl(ref: Any, cfg: Any, precision: str, device: torch.device) -> Impl:
@@ -477,8 +488,8 @@ def measure(impls: Sequence[Impl], cfg: Any, precision: str, args: argparse.Name
     records = []
     for impl in impls:
         total, attention = flops[impl.name]
-        record = make_record(impl, cfg, precision, args, device, times[impl.name], shares[impl.name], total,
-                             attention, peak, peak_fp32, gemm_n, caps, cpu_load, loss[impl.name])
+        record = make_record(impl, impl.cfg or cfg, precision, args, device, times[impl.name], shares[impl.name],
+                             total, attention, peak, peak_fp32, gemm_n, caps, cpu_load, loss[impl.name])
         if len(impls) > 1:
             record["peak_rss_mib"] = rss[impl.name] if per_step_rss else process_rss
             record["peak_rss_scope"] = ("this implementation's timed steps (VmHWM reset before each step; "
@@ -516,22 +527,124 @@ def make_record(impl: Impl, cfg: Any, precision: str, args: argparse.Namespace, 
     return record
 
 
-def comparison(records: Sequence[dict[str, Any]], against: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """The ratio line of one precision: ``mpt samples/s / other samples/s`` (> 1: mpt is faster)."""
+def comparison(records: Sequence[dict[str, Any]], against: str, extra: dict[str, Any],
+               prefix: str | None = None) -> dict[str, Any]:
+    """The ratio line of one precision: ``mpt samples/s / other samples/s`` (> 1: mpt is faster); the
+    other implementation's figures are named ``{prefix}_…`` (default: its impl name, e.g. ``hf_s_per_step``)."""
     mine = next(r for r in records if r["impl"] == "mpt")
     other = next(r for r in records if r["impl"] == against)
+    prefix = prefix or against
     return {
         "bench": BENCH, "modality": mine["modality"], "precision": mine["precision"],
         "ratio": mine["samples_per_s"] / other["samples_per_s"], "against": against,
         "recipe": mine["recipe"], "objective": mine["objective"], "batch": mine["batch"],
-        "mpt_s_per_step": mine["s_per_step"], f"{against}_s_per_step": other["s_per_step"],
-        "mpt_samples_per_s": mine["samples_per_s"], f"{against}_samples_per_s": other["samples_per_s"],
+        "mpt_s_per_step": mine["s_per_step"], f"{prefix}_s_per_step": other["s_per_step"],
+        "mpt_samples_per_s": mine["samples_per_s"], f"{prefix}_samples_per_s": other["samples_per_s"],
         "ratio_of_fastest_steps": other["s_per_step_min"] / mine["s_per_step_min"],
         "flops_ratio": mine["flops_per_step"] / other["flops_per_step"] if other["flops_per_step"] else None,
-        "mpt_mfu": mine["mfu"], f"{against}_mfu": other["mfu"],
+        "mpt_mfu": mine["mfu"], f"{prefix}_mfu": other["mfu"],
         "threads": mine["threads"], "torch": mine["torch"], "cpu_load": mine["cpu_load"],
         "cpu_load_end": load_avg(), "steps": mine["steps"], "warmup": mine["warmup"], **extra,
     }
+
+
+# --------------------------------------------------------------------------- data loading
+
+
+DATA_NOTE = ("data_s_per_batch: mean wall time of the next batch from the trainer's DataLoader (built by "
+             "mpt.loop.open_loader with train.num_workers workers, iterated by mpt.loop.batches; without Accelerate's "
+             "wrapper, which only looks one batch ahead and moves it to the device) over data_batches batches after "
+             "a first one (data_first_batch_s: worker start-up, first decode); data_share = data_s_per_batch / "
+             "(data_s_per_batch + s_per_step): the share of a step spent waiting for data if loading were not "
+             "overlapped with training")
+
+
+@dataclass
+class _PlainLoader:
+    """What :func:`mpt.loop.open_loader` asks of its Accelerator, keeping the DataLoader as built: Accelerate's
+    prepared loader fetches one batch ahead (its first ``next`` reads two), which would blur a per-batch time."""
+
+    num_processes: int = 1
+
+    def prepare(self, loader: Any) -> Any:  # noqa: ANN401 - torch DataLoader
+        return loader
+
+
+def measure_data(modality: Any, cfg: Any, dataset: Any, n_batches: int, what: str) -> dict[str, Any]:  # noqa: ANN401
+    """Time the trainer's own loader of ``dataset`` (:func:`mpt.loop.open_loader`: its sampler, collate,
+    ``train.num_workers`` and ``drop_last``; iterated by :func:`mpt.loop.batches` as the training loop does,
+    epoch after epoch): the first batch (worker start-up), then the mean of the next ``n_batches``. Fields of
+    the mpt records (without ``data_share``, which needs the record's ``s_per_step``)."""
+    from mpt.loop import batches, open_loader
+
+    workers = cfg.train.num_workers
+    stream = open_loader(dataset, _PlainLoader(), cfg.train.batch_size, modality.collate, cfg.train.seed,  # type: ignore[arg-type]
+                         workers, what=what)
+    it = batches(stream, 0, cfg.train.seed)
+    try:
+        t0 = time.perf_counter()
+        next(it)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            next(it)
+        per_batch = (time.perf_counter() - t0) / n_batches
+    finally:
+        it.close()  # ends the loader's worker processes
+    return {"data_s_per_batch": per_batch, "data_samples_per_s": cfg.train.batch_size / per_batch,
+            "data_workers": workers, "data_batches": n_batches, "data_first_batch_s": first, "data_note": DATA_NOTE}
+
+
+def with_data_share(record: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the data-loading fields and ``data_share`` against its own ``s_per_step``."""
+    d = data["data_s_per_batch"]
+    record.update(data)
+    record["data_share"] = d / (d + record["s_per_step"])
+    return record
+
+
+# --------------------------------------------------------------------------- --variant
+
+
+VARIANT = "mpt-variant"
+
+
+class VariantError(ValueError):
+    """A ``--variant`` that cannot be built or changes nothing (an argparse error in :func:`main`)."""
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:  # noqa: ANN401
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_changes(base: Any, other: Any) -> dict[str, list[Any]]:  # noqa: ANN401 - mpt.config.Config
+    """``{dotted key: [base value, other value]}`` for every setting that differs (a whole masker or target
+    ``Choice`` by its ``name`` and parameters, key by key)."""
+    a, b = _flat(base.to_dict()), _flat(other.to_dict())
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def load_variant(modality: Any, args: argparse.Namespace, base: Any, dataset: Any) -> tuple[Any, Any]:  # noqa: ANN401
+    """The ``--variant`` config (recipe ← ``--set`` ← ``--variant`` ← flags), fitted on its training data, and
+    that data (``dataset`` reused when the variant keeps the ``data`` section)."""
+    from mpt.errors import ConfigError
+    from mpt.trainer import fit_statistics
+
+    try:
+        cfg = load_config(modality, argparse.Namespace(**{**vars(args), "set": [*args.set, *args.variant]}))
+        if cfg.to_dict()["data"] != base.to_dict()["data"]:
+            return open_data(modality, cfg, args.data)
+        cfg = fit_statistics(modality, dataset, cfg, progress=False)
+    except ConfigError as exc:
+        raise VariantError(str(exc)) from None
+    if not config_changes(base, cfg):
+        raise VariantError("the overrides change nothing in the config (already the values of --recipe / --set)")
+    return cfg, dataset
 
 
 # --------------------------------------------------------------------------- CLI
@@ -572,6 +685,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", choices=("hf",), default=None,
                    help="also train the Hugging Face transformers model of the same config, alternating "
                         "steps in this process, and print a ratio line per precision (benchmarks/hf_reference.py)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                   help="also train a second mpt run with this extra config override (repeatable; applied after "
+                        "--set), alternating steps in this process, and print a ratio line mpt / variant per "
+                        "precision; not with --against")
+    p.add_argument("--data-batches", type=int, default=5,
+                   help="batches drawn through the trainer's DataLoader after the timed steps to time data "
+                        "loading (data_* fields of the mpt records); 0: skip")
     return p
 
 
@@ -596,6 +716,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         parser.error(str(exc))
     if args.steps < 1 or args.warmup < 0 or args.threads < 1 or (args.batch is not None and args.batch < 1):
         parser.error("--steps and --threads must be >= 1, --warmup >= 0, --batch >= 1")
+    if args.data_batches < 0:
+        parser.error("--data-batches must be >= 0 (0: no data-loading measurement)")
+    if args.variant and args.against:
+        parser.error("--variant and --against are mutually exclusive: each adds a second implementation to "
+                     "alternate with the mpt run; run them in separate processes")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if "fp16" in precisions and device.type != "cuda":
         parser.error("fp16 needs a CUDA device (on CPU use bf16 or no)")
@@ -614,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     try:
         return _run(args, precisions, device, cpu_load, reference)
+    except VariantError as exc:
+        parser.error(f"--variant {' '.join(args.variant)}: {exc}")
     except Exception as exc:
         if reference is not None and isinstance(exc, hf_reference().UnsupportedConfig):
             parser.error(f"--against hf ({reference.name}): {exc}")
@@ -641,9 +768,17 @@ def _run(args: argparse.Namespace, precisions: list[str], device: torch.device, 
             reference.check(cfg)  # before reading any data: a config the reference cannot express
         log(f"{cfg.modality} recipe={cfg.recipe} objective={cfg.objective} batch={cfg.train.batch_size} "
             f"threads={args.threads} device={device} load={cpu_load:.2f}"
-            + (f" against={reference.name}" if reference is not None else ""))
+            + (f" against={reference.name}" if reference is not None else "")
+            + (f" variant={args.variant}" if args.variant else ""))
         cfg, dataset = open_data(modality, cfg, args.data)
         batch = build_batch(modality, cfg, dataset)
+        variant = None
+        if args.variant:
+            vcfg, vdataset = load_variant(modality, args, cfg, dataset)
+            changes = config_changes(cfg, vcfg)
+            log(f"variant changes: {changes}")
+            variant = vcfg, vdataset, build_batch(modality, vcfg, vdataset), changes
+        data_fields: dict[str, dict[str, Any]] = {}  # impl name -> its data-loading fields (measured once)
         for precision in precisions:
             impls = [mpt_impl(modality, cfg, batch, precision, device)]
             ref = None
@@ -652,16 +787,40 @@ def _run(args: argparse.Namespace, precisions: list[str], device: torch.device, 
                 impls[0].fields.update({"against": args.against, "config": ref.mpt_config})
                 impls.append(reference_impl(ref, cfg, precision, device))
                 log(f"{precision}: mpt {impls[0].params} parameters, {ref.impl} ({ref.name}) {ref.params}")
+            if variant is not None:
+                vcfg, _, vbatch, changes = variant
+                impls[0].fields.update({"against": VARIANT})
+                impls.append(mpt_impl(modality, vcfg, vbatch, precision, device, VARIANT))
+                impls[1].fields.update({"variant": list(args.variant), "variant_changes": changes})
+                log(f"{precision}: mpt {impls[0].params} parameters, {VARIANT} {impls[1].params}")
             lines = measure(impls, cfg, precision, args, device, cpu_load)
+            if args.data_batches and not data_fields:  # after the training timing, once per run
+                data_fields["mpt"] = measure_data(modality, cfg, dataset, args.data_batches, str(args.data or
+                                                                                                 "demo data"))
+                if variant is not None:
+                    vcfg, vdataset = variant[0], variant[1]
+                    same = (vdataset is dataset and vcfg.train.batch_size == cfg.train.batch_size
+                            and vcfg.train.num_workers == cfg.train.num_workers)
+                    data_fields[VARIANT] = data_fields["mpt"] if same else measure_data(
+                        modality, vcfg, vdataset, args.data_batches, str(args.data or "demo data"))
+            for record in lines:
+                if record["impl"] in data_fields:
+                    with_data_share(record, data_fields[record["impl"]])
             for record in lines:
                 share = record["tokenize_share"]
                 log(f"{precision}: {record['impl']} {record['s_per_step']:.4f} s/step, "
                     f"{record['samples_per_s']:.1f} samples/s, MFU {record['mfu']:.1%}"
-                    + (f", tokenize {share:.1%}" if share is not None else ""))
+                    + (f", tokenize {share:.1%}" if share is not None else "")
+                    + (f", data {record['data_s_per_batch']:.4f} s/batch ({record['data_share']:.1%} of a "
+                       f"non-overlapped step, {record['data_workers']} workers)" if "data_share" in record else ""))
             if ref is not None:
                 lines.append(comparison(lines, ref.impl, {"reference": ref.name, **ref.versions,
                                                           "differences": ref.differences}))
                 log(f"{precision}: mpt / {ref.impl} samples/s = {lines[-1]['ratio']:.3f}")
+            if variant is not None:
+                lines.append(comparison(lines, VARIANT, {"variant": list(args.variant),
+                                                         "variant_changes": variant[3]}, prefix="variant"))
+                log(f"{precision}: mpt / {VARIANT} samples/s = {lines[-1]['ratio']:.3f} ({' '.join(args.variant)})")
             for record in lines:
                 print(_json_line(record), file=out, flush=True)
             records.extend(lines)

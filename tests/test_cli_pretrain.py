@@ -359,9 +359,9 @@ def test_patch_target_without_normalisation(tmp_path: Path) -> None:
                                    *tiny_args("train.figure_every=100"), steps=2))
     assert result.exit_code == 0, (result.output, result.exception)
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["mae"]["target"] == {"name": "patch", "normalize": False}
+    assert saved["mae"]["target"] == {"name": "patch", "normalize": False, "per_channel": False}
     card = json.loads((out / "encoder" / "config.json").read_text())
-    assert card["objective_config"]["target"] == {"name": "patch", "normalize": False}
+    assert card["objective_config"]["target"] == {"name": "patch", "normalize": False, "per_channel": False}
     cfg = build_config(mpt.get_modality("pointcloud"), sets=["mae.target.name=patch", "mae.target.normalize=false"])
     assert cfg.objective_config.target.name == "patch" and cfg.objective_config.target.normalize is False
     assert cfg.objectives["mae"] is cfg.objective_config
@@ -518,3 +518,38 @@ def test_a_bad_file_in_a_folder_stops_the_run_or_is_skipped_and_listed(tmp_path:
     card = json.loads((out / "encoder" / "config.json").read_text())
     assert card["trained_on"]["skipped_files"] == 2
     assert card["trained_on"]["samples"] == 3 * card["data"]["repeats"]  # 3 usable files per epoch
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_file_that_fails_mid_run_stops_it_or_is_skipped_and_counted(tmp_path: Path, monkeypatch, workers) -> None:  # noqa: ANN001
+    """A file that passes the construction check but fails when read during training (a decode
+    error in a DataLoader worker or in the main process): a clean DataError naming it, or with
+    --skip-bad-files its items are left out of their batches, it is listed once and counted."""
+    import numpy as np
+
+    import mpt_pointcloud.dataset as pc_dataset
+    from mpt.errors import DataError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, name in enumerate(("a", "b", "c", "flaky")):
+        np.save(data / f"{name}.npy", np.random.default_rng(i).random((400, 3), dtype=np.float32))
+    real, checked = pc_dataset.read_points, set()
+
+    def read_points(f, **kw):  # noqa: ANN001, ANN003, ANN202 - the check passes, every later read fails
+        if Path(f).name == "flaky.npy" and f in checked:
+            raise DataError(f, "decode error at byte 128")
+        checked.add(f)
+        return real(f, **kw)
+
+    monkeypatch.setattr(pc_dataset, "read_points", read_points)
+    sets = (*tiny_args(batch_size=2), "--set", f"train.num_workers={workers}", "--set", "data.repeats=2")
+    result = invoke(*pretrain_args(tmp_path / "a", "--data", str(data), *sets, steps=6))
+    assert_clean_error(result, "flaky.npy", "decode error at byte 128", "--skip-bad-files")
+    out = tmp_path / "b"
+    result = invoke(*pretrain_args(out, "--data", str(data), "--skip-bad-files", *sets, steps=6))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 bad file(s)" in result.stdout
+    assert (out / "skipped.txt").read_text() == f"{data / 'flaky.npy'}\tdecode error at byte 128\n"
+    assert len(read_metrics(out)) > 0 and read_metrics(out)[-1]["step"] == 6
+    assert json.loads((out / "encoder" / "config.json").read_text())["trained_on"]["skipped_files"] == 1

@@ -28,7 +28,7 @@ from mpt.config import (
 )
 from mpt.contract import Batch, Mask, Tokenizer, TokenSet
 from mpt.encoder import Transformer
-from mpt.errors import CheckpointError, ConfigError
+from mpt.errors import CheckpointError, ConfigError, DataError
 from mpt.objectives import JEPA, MAE
 from mpt.optim import create_optimizer, lr_at, param_groups
 from mpt.targets import PatchTarget
@@ -148,6 +148,24 @@ def test_patch_target_normalisation_by_hand() -> None:
     # reconstruct() inverts the normalisation
     tgt = PatchTarget(normalize=True)
     torch.testing.assert_close(tgt.reconstruct(tgt._target(patches)[0], patches), patches, atol=1e-4, rtol=1e-4)
+
+
+def test_patch_target_per_channel_is_videomae_target() -> None:
+    """``per_channel``: VideoMAE's target (``engine_for_pretraining.py``): videos as
+    ``b (t h w) (p0 p1 p2) c``, mean/std over the tubelet's pixels per channel (unbiased, +1e-6)."""
+    torch.manual_seed(0)
+    patches = torch.randn(2, 5, 3, 2, 4, 4) * 2 + 0.5  # [B, Nt, C, t, p, p]
+    patches[0, 0, 1] = 0.25  # a flat channel of one tubelet: standardised to 0, not NaN
+    pred = torch.randn(2, 5, 3 * 2 * 4 * 4)
+    cl = patches.flatten(3).transpose(2, 3)  # [B, Nt, t*p*p, C]: VideoMAE's layout
+    mean, var = cl.mean(dim=-2, keepdim=True), cl.var(dim=-2, unbiased=True, keepdim=True)
+    target = (cl - mean) / (var + 1e-6).sqrt()
+    target = target.transpose(2, 3).flatten(2)  # back to channel-first [B, Nt, C*t*p*p]
+    tgt = PatchTarget(normalize=True, per_channel=True)
+    assert tgt.loss(pred, patches).item() == pytest.approx(((pred - target) ** 2).mean().item(), rel=1e-5)
+    whole = PatchTarget(normalize=True).loss(pred, patches).item()
+    assert whole != pytest.approx(tgt.loss(pred, patches).item(), rel=1e-3)  # per token is another target
+    torch.testing.assert_close(tgt.reconstruct(target, patches), patches, atol=1e-3, rtol=1e-3)
 
 
 class RecordingTarget(PatchTarget):
@@ -571,3 +589,27 @@ def test_explicit_and_fused_attention_agree() -> None:
     fused = model(x, pos, valid)
     assert model.blocks[0].attn.fused_attn
     torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
+
+
+def test_pixel_statistics_checks_and_normalisation() -> None:
+    from mpt.pixels import IMAGENET_MEAN, PixelNorm, channel_stats, check_pixels
+
+    assert channel_stats(3) == (list(IMAGENET_MEAN), [0.229, 0.224, 0.225])
+    assert channel_stats(2) == ([0.5, 0.5], [0.25, 0.25])
+    assert channel_stats(1, [0.1], [2.0]) == ([0.1], [2.0])
+    with pytest.raises(ConfigError, match=r"tokenizer\.mean.*2 values for 3 channels"):
+        channel_stats(3, [0.1, 0.2])
+    with pytest.raises(ConfigError, match=r"data\.std.*> 0"):
+        channel_stats(1, [0.5], [0.0], key="data")
+    for bad, words in [(torch.zeros(2, 3, dtype=torch.uint8), "uint8 pixels"),
+                       (torch.tensor([0.5, float("nan")]), "NaN or Inf"),
+                       (torch.tensor([0.0, 255.0]), "0-255"), (torch.tensor([-2.1, 0.3]), "normalised")]:
+        with pytest.raises(DataError, match=words):
+            check_pixels(bad)
+    check_pixels(torch.rand(2, 3))
+    norm = PixelNorm([0.2, 0.4], [0.5, 0.25])
+    for x in (torch.rand(2, 2, 4), torch.rand(2, 2, 3, 4, 5)):  # channels on axis 1, any rank
+        y = norm.standardize(x)
+        torch.testing.assert_close(y[:, 1], (x[:, 1] - 0.4) / 0.25)
+        torch.testing.assert_close(norm.unstandardize(y), x)
+    assert not norm.state_dict()  # the card stores the statistics, not the weights

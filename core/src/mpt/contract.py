@@ -64,13 +64,15 @@ class Batch:
     ``input``: ``[B, ...]`` (or named ``[B, ...]`` tensors); ``meta``: named ``[B, ...]`` tensors (or
     per-sample lists for non-numeric values); ``sources`` and ``labels`` ``[B]`` long (None when any
     sample has no label). A variable-length input collated by :func:`collate_samples` is padded and
-    carries ``meta["length"]`` ``[B]`` (valid entries along the first input axis).
+    carries ``meta["length"]`` ``[B]`` (valid entries along the first input axis). ``skipped``: the
+    ``(file, reason)`` of the batch's items that failed when read (:class:`Skipped`), left out of it.
     """
 
     input: Input
     meta: dict[str, Any] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     labels: Tensor | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of items that failed to read
 
     @classmethod
     def of(cls, x: Batch | Input) -> Batch:
@@ -96,12 +98,13 @@ class Batch:
 
         meta = {k: move(v) if isinstance(v, Tensor) else v for k, v in self.meta.items()}
         labels = None if self.labels is None else self.labels.to(device)
-        return Batch(input=_map(self.input, move), meta=meta, sources=list(self.sources), labels=labels)
+        return Batch(input=_map(self.input, move), meta=meta, sources=list(self.sources), labels=labels,
+                     skipped=list(self.skipped))
 
     def replace(self, input: Input | None = None, **meta: Any) -> Batch:
         """A copy with another ``input`` and/or metadata entries added or replaced."""
         return Batch(input=self.input if input is None else input, meta={**self.meta, **meta},
-                     sources=list(self.sources), labels=self.labels)
+                     sources=list(self.sources), labels=self.labels, skipped=list(self.skipped))
 
     def __getitem__(self, index: slice | Sequence[int] | Tensor) -> Batch:
         """The samples at ``index`` (a slice or indices) as a Batch."""
@@ -116,6 +119,18 @@ class Batch:
 
         return Batch(input=_map(self.input, take), meta={k: take(v) for k, v in self.meta.items()},
                      sources=take(list(self.sources)), labels=None if self.labels is None else self.labels[idx])
+
+
+@dataclass
+class Skipped:
+    """What the core's loaders yield for a dataset item whose file failed when read (a decode error
+    mid-run, in a DataLoader worker or not): the file and the reason, never a substitute sample.
+
+    The trainer stops with the error, or with ``--skip-bad-files`` leaves the item out of its batch,
+    lists the file in ``skipped.txt`` and counts it in the run's summary (see :mod:`mpt.loop`)."""
+
+    source: str
+    reason: str
 
 
 def collate_samples(samples: Sequence[Sample], pad_value: float = 0.0) -> Batch:

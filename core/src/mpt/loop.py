@@ -24,7 +24,7 @@ from accelerate.utils import DataLoaderConfiguration
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from mpt.contract import Batch, Sample, SampleDataset
+from mpt.contract import Batch, Sample, SampleDataset, Skipped
 from mpt.errors import ConfigError, DataError
 
 
@@ -102,6 +102,44 @@ class Loader:
         return None if self.sampler is None else self.sampler.batches_per_epoch
 
 
+class GuardedItems(Dataset):
+    """A map-style dataset whose items are the wrapped dataset's, or a :class:`~mpt.contract.Skipped`
+    record where reading one raises a DataError (a file that fails mid-run). Other attributes
+    (``reseed``, ``skipped`` …) are the wrapped dataset's."""
+
+    def __init__(self, dataset: SampleDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Sample | Skipped:
+        try:
+            return self.dataset[index]
+        except DataError as exc:
+            return Skipped(exc.path, exc.reason)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class SkipAwareCollate:
+    """The modality's ``collate`` over the items that were read; the :class:`~mpt.contract.Skipped`
+    ones go to ``Batch.skipped`` (a batch of only failed items has an empty ``[0]`` input)."""
+
+    def __init__(self, collate: Callable[[list[Sample]], Batch]) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[Sample | Skipped]) -> Batch:
+        failed = [(s.source, s.reason) for s in items if isinstance(s, Skipped)]
+        samples = [s for s in items if not isinstance(s, Skipped)]
+        batch = self.collate(samples) if samples else Batch(input=torch.empty(0))
+        batch.skipped = failed
+        return batch
+
+
 def is_iterable(dataset: SampleDataset) -> bool:
     return isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__")
 
@@ -109,7 +147,8 @@ def is_iterable(dataset: SampleDataset) -> bool:
 def open_loader(dataset: SampleDataset, accelerator: Accelerator, batch_size: int,
                 collate: Callable[[list[Sample]], Any], seed: int, num_workers: int = 0,
                 what: str = "data") -> Loader:
-    """The training loader of ``dataset`` (``batch_size`` samples per process and step)."""
+    """The training loader of ``dataset`` (``batch_size`` samples per process and step). Map-style
+    items that fail when read come as ``Batch.skipped`` entries (see :func:`take_skipped`)."""
     world = accelerator.num_processes
     if is_iterable(dataset):
         loader = DataLoader(cast(Dataset, dataset), batch_size=batch_size, collate_fn=collate,
@@ -120,8 +159,8 @@ def open_loader(dataset: SampleDataset, accelerator: Accelerator, batch_size: in
     if sampler.batches_per_epoch == 0:
         raise DataError(what, f"{n} samples make no full batch of {batch_size} × {world} processes; "
                               "lower --batch-size")
-    loader = DataLoader(cast(Dataset, dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=num_workers, drop_last=True)
+    loader = DataLoader(GuardedItems(dataset), batch_size=batch_size, sampler=sampler,
+                        collate_fn=SkipAwareCollate(collate), num_workers=num_workers, drop_last=True)
     return Loader(dataset, accelerator.prepare(loader), sampler)
 
 
@@ -156,6 +195,19 @@ def batches(data: Loader, consumed: int, seed: int) -> Iterator[tuple[int, Batch
                     yield e, batch
             if empty:
                 raise DataError("data", "the iterable dataset yielded no full batch")
+
+
+def take_skipped(batch: Batch, skipped: list[tuple[str, str]], skip_bad_files: bool) -> bool:
+    """Record the items of ``batch`` that failed when read: without ``skip_bad_files`` the first one is
+    the DataError it was (naming the file); with it, each file not yet in ``skipped`` is added (one
+    warning per file). Returns whether the batch still holds samples."""
+    for path, reason in batch.skipped:
+        if not skip_bad_files:
+            raise DataError(path, f"{reason} (when read during training; pass --skip-bad-files to skip such files)")
+        if all(path != p for p, _ in skipped):
+            skipped.append((path, reason))
+            warnings.warn(f"{path}: {reason}; skipped (--skip-bad-files), listed in skipped.txt", stacklevel=2)
+    return batch.batch_size > 0
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:

@@ -2,7 +2,9 @@
 
 ``PatchTarget`` is MAE's pixel target (He et al. 2022, ``forward_loss``): mean squared error over
 the patch values of the masked tokens, optionally on per-token standardised values
-(``norm_pix_loss``: ``(x - mean) / sqrt(var + 1e-6)``, unbiased variance).
+(``norm_pix_loss``: ``(x - mean) / sqrt(var + 1e-6)``, unbiased variance), or per token and channel
+(``per_channel``: VideoMAE's target, Tong et al. NeurIPS 2022, ``engine_for_pretraining.py``: the
+statistics of each tubelet's ``t × p × p`` values of one channel).
 """
 
 from __future__ import annotations
@@ -20,18 +22,25 @@ class PatchTargetConfig:
     """``normalize``: MAE's ``norm_pix_loss`` (per-token standardised target)."""
 
     normalize: bool = True  # MAE's norm_pix_loss: each target patch standardised by its own mean and std
+    per_channel: bool = False  # with normalize: per token and channel (the first patch axis; VideoMAE)
 
 
 class PatchTarget(Target):
     """MSE between ``pred`` ``[B, Np, P]`` and the flattened patches ``[B, Np, *patch_shape]``.
 
     NaN in ``patches`` marks a missing value (time series): it is no target, and with
-    ``normalize`` the per-token statistics use the observed values only.
+    ``normalize`` the per-token statistics use the observed values only. ``per_channel``: the
+    statistics are those of each channel of a token (``patches[b, n, c]``, the first patch axis)
+    rather than of the whole token; the flattened order (channel first) is unchanged.
     """
 
-    def __init__(self, normalize: bool = True) -> None:
+    def __init__(self, normalize: bool = True, per_channel: bool = False) -> None:
         super().__init__()
-        self.normalize = normalize
+        self.normalize, self.per_channel = normalize, per_channel
+
+    def _flat(self, patches: Tensor) -> Tensor:
+        """``[B, n, *patch_shape]`` → ``[B, n, P]``, or ``[B, n, C, P / C]`` per channel (float)."""
+        return patches.flatten(3 if self.per_channel else 2).float()
 
     def _stats(self, t: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
         n = observed.sum(-1, keepdim=True)
@@ -40,13 +49,13 @@ class PatchTarget(Target):
         return mean, (var + 1e-6).sqrt()
 
     def _target(self, patches: Tensor) -> tuple[Tensor, Tensor]:
-        raw = patches.flatten(2).float()
+        raw = self._flat(patches)
         observed = ~raw.isnan()
         t = raw.nan_to_num(0.0)
         if self.normalize:
             mean, std = self._stats(t, observed)
             t = (t - mean) / std
-        return t, observed
+        return t.flatten(2), observed.flatten(2)
 
     def loss(self, pred: Tensor, patches: Tensor, weight: Tensor | None = None) -> Tensor:
         """Mean squared error over the observed values, each weighted by its token's ``weight``."""
@@ -61,12 +70,13 @@ class PatchTarget(Target):
         """Prediction in patch layout; with normalisation, mapped back with the true patch stats."""
         out = pred.float()
         if self.normalize:
-            raw = patches.flatten(2).float()
+            raw = self._flat(patches)
             observed = ~raw.isnan()
             mean, std = self._stats(raw.nan_to_num(0.0), observed)
-            out = out * std + mean
+            out = (out.reshape(raw.shape) * std + mean).flatten(2)
         return out.reshape(patches.shape)
 
 
-TARGETS.register(Registered("patch", lambda params: PatchTarget(params.normalize), PatchTargetConfig,
+TARGETS.register(Registered("patch", lambda params: PatchTarget(params.normalize, params.per_channel),
+                            PatchTargetConfig,
                             "MSE on the (per-token standardised) patch values (MAE)"))

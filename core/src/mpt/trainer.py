@@ -31,7 +31,7 @@ from mpt.checkpoint import list_checkpoints, load_checkpoint, read_state, save_c
 from mpt.config import Config
 from mpt.contract import Batch, Mask, Masker, Modality, SampleDataset, TokenSet, as_masks
 from mpt.errors import ConfigError, DataError, TrainingError
-from mpt.loop import Loader, batches, make_accelerator, open_loader, optimize, set_lr, step_seed
+from mpt.loop import Loader, batches, make_accelerator, open_loader, optimize, set_lr, step_seed, take_skipped
 from mpt.masking import check_masker, create_masker
 from mpt.objectives import Objective, ObjectiveOutput
 from mpt.optim import create_optimizer, lr_at
@@ -95,6 +95,11 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     micro_losses: list[float] = []
     objective.train()
     for epoch, batch in batches(stream, step * accumulate, cfg.train.seed) if step < total else ():
+        known = len(skipped)
+        if not take_skipped(batch, skipped, skip_bad_files):
+            continue
+        if len(skipped) > known and accelerator.is_main_process:
+            write_skipped(out, skipped)
         seed = step_seed(cfg.train.seed, step, len(micro_losses), accelerator.process_index)
         torch.manual_seed(seed)
         lr = set_lr(optimizer, lr_at(step, total, warmup, cfg.optim.lr, cfg.optim.min_lr))
@@ -280,11 +285,16 @@ def saved_last_loss(existing: list[Path]) -> float:
     return float("nan") if value is None else float(value)
 
 
+def write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
+    """``OUT/skipped.txt``: one ``file<TAB>reason`` line per file left out (nothing when none)."""
+    if skipped:
+        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+
+
 def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, str]], adapted: list[str]) -> None:
     """``config.yaml`` (with versions; what :func:`adapt_to_data` changed as comments at the top),
     ``skipped.txt``, and metrics cut back to ``step``."""
-    if skipped:
-        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+    write_skipped(out, skipped)
     keep_metrics(out / "metrics.jsonl", step)
     versions = {"mpt-core": dist_version("mpt-core"), "torch": str(torch.__version__)}
     header = "".join(f"# {line}\n" for line in adapted)

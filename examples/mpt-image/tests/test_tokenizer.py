@@ -15,7 +15,8 @@ from mpt.config import build_config, parse
 from mpt.contract import Batch, TokenSet
 from mpt.errors import ConfigError, DataError
 from mpt.masking import random_mask
-from mpt_image.config import IMAGENET_MEAN, IMAGENET_STD, ImageTokenizerConfig
+from mpt.pixels import IMAGENET_MEAN, IMAGENET_STD
+from mpt_image.config import ImageTokenizerConfig
 from mpt_image.tokenizer import ImageTokenizer, patchify, unpatchify
 
 

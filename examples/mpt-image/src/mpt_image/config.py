@@ -11,10 +11,6 @@ from dataclasses import dataclass
 
 from mpt.config import bounded
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-OTHER_MEAN, OTHER_STD = 0.5, 0.25  # per channel, for any channel count other than 3
-
 
 @dataclass
 class ImageDataConfig:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
-from mpt_image.config import IMAGENET_MEAN, IMAGENET_STD, OTHER_MEAN, OTHER_STD, ImageTokenizerConfig
+from mpt.pixels import PixelNorm, channel_stats, check_pixels
+from mpt_image.config import ImageTokenizerConfig
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
@@ -40,13 +41,6 @@ def unpatchify(patches: Tensor, grid: tuple[int, int]) -> Tensor:
     return x.reshape(b, c, rows * p, cols * p)
 
 
-def default_stats(channels: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std: ImageNet's for 3 channels, 0.5 and 0.25 for any other count."""
-    if channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return [OTHER_MEAN] * channels, [OTHER_STD] * channels
-
-
 class ImageTokenizer(Tokenizer):
     """``[B, C, H, W]`` in [0, 1] → (``normalize``: per-channel mean/std) → patches ``[B, N, C, p, p]``
     of normalised pixels, coords ``[B, N, 2]`` = (row, col) patch indices in grid-axis order,
@@ -64,23 +58,13 @@ class ImageTokenizer(Tokenizer):
 
     def __init__(self, config: ImageTokenizerConfig, dim: int) -> None:
         c = config.channels
-        mean, std = default_stats(c)
-        mean, std = config.mean or mean, config.std or std
-        for key, values in (("mean", mean), ("std", std)):
-            if len(values) != c:
-                raise ConfigError(f"tokenizer.{key}", f"{len(values)} values for {c} channels (tokenizer.channels); "
-                                                      "give one per channel")
-        if min(std) <= 0:
-            raise ConfigError("tokenizer.std", f"every std must be > 0, got {std}")
+        mean, std = channel_stats(c, config.mean, config.std)
         self.patch_shape = (c, config.patch, config.patch)  # what one token holds: sizes the MAE head
         super().__init__(dim)
         self.config = config
         self.patch, self.channels = config.patch, c
-        self.stats = ([float(v) for v in mean], [float(v) for v in std])  # as given, for the card
-        self.mean: Tensor
-        self.std: Tensor
-        self.register_buffer("mean", torch.tensor(mean).view(1, c, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, c, 1, 1), persistent=False)
+        self.stats = (mean, std)  # for the card
+        self.pixels = PixelNorm(mean, std)
         self.proj = nn.Linear(c * config.patch**2, dim)
         nn.init.xavier_uniform_(self.proj.weight)  # MAE initialize_weights: the patch stem like a Linear
 
@@ -102,11 +86,11 @@ class ImageTokenizer(Tokenizer):
 
     def standardize(self, images: Tensor) -> Tensor:
         """``(x - mean) / std`` per channel: raw ``[0, 1]`` pixels → what the encoder sees."""
-        return (images.float() - self.mean) / self.std
+        return self.pixels.standardize(images)
 
     def unstandardize(self, images: Tensor) -> Tensor:
         """Inverse of :meth:`standardize` (``[B, C, H, W]``), for figures."""
-        return images.float() * self.std.to(images.device) + self.mean.to(images.device)
+        return self.pixels.unstandardize(images)
 
     def normalize(self, batch: Batch) -> Batch:
         """Raw ``[0, 1]`` pixels → ``(x - mean) / std`` per channel: what the encoder sees.
@@ -118,14 +102,7 @@ class ImageTokenizer(Tokenizer):
         normalised values are a clear error."""
         x = batch.tensor
         self.check(x)
-        if not x.is_floating_point():
-            raise DataError("input batch", f"{x.dtype} pixels: pass float pixels in [0, 1] "
-                                           "(e.g. uint8 images .float() / 255)")
-        lo, hi = (float(x.amin()), float(x.amax())) if x.numel() else (0.0, 1.0)
-        if lo < -0.5 or hi > 1.5:  # well outside [0, 1]: 0-255 values, or already normalised ones
-            raise DataError("input batch", f"pixel values in [{lo:.4g}, {hi:.4g}]: the encoder takes raw pixels "
-                                           "in [0, 1] (8-bit values / 255), not 0-255 and not mean/std-normalised "
-                                           "ones (the tokenizer's normalize applies mean/std itself)")
+        check_pixels(x)
         return batch.replace(input=self.standardize(x))
 
     @torch.no_grad()
