@@ -130,6 +130,10 @@ def test_frame_folders(tmp_path: Path) -> None:
     assert clip.shape == (3, 15, 20, 3)
     np.testing.assert_allclose(clip.mean(axis=(1, 2, 3)), [88, 0, 32], atol=1)
     assert read_clip(found[0], info, [2], channels=1).shape == (1, 30, 40, 1)
+    for i, f in enumerate(sorted(found[0].iterdir())):  # natural order: frame2 before frame10
+        f.rename(f.with_name(f"frame{i}.png"))
+    assert [f.name for f in probe(found[0]).files][:3] == ["frame0.png", "frame1.png", "frame2.png"]
+    np.testing.assert_allclose(read_clip(found[0], probe(found[0]), [10]).mean(), 80, atol=1)
 
 
 def expect_error(path: Path, *words: str) -> None:

@@ -26,15 +26,16 @@ class VideoDataset(Dataset):
 
     At construction each video is probed (its packets demuxed, one frame decoded; nothing kept but
     the frame timestamps). Item ``i`` is video ``i % num_videos``, clip ``i // num_videos``:
-    ``Sample(input=float32 [C, frames, size, size] in [0, 1], source="<file>#<first frame>",
-    label=class index or None)``, classes being the first-level folder names when every video sits
-    in ``path/<class>/``. The clip is ``frames`` frames ``rate`` apart, decoded at the shorter side
-    :func:`short_side`. The train split draws its start uniformly (``jitter``) and its crop box and
-    flip (``augment``, ``crop``, ``flip``); other splits take ``clips`` evenly spaced starts and the
-    centre crop. Randomness depends only on (seed, i): :meth:`reseed` changes the seed. Videos
-    shorter than a clip are looped or padded (``short``), with one warning each at construction.
-    A file that fails to decode later raises a DataError naming it (the core's loader turns it into
-    a skip with ``--skip-bad-files``).
+    ``Sample(input=float32 [C, frames, size, size] in [0, 1], source=the file, label=class index or
+    None)`` — every clip of a video has the video's source, so grouped splits keep them together;
+    :meth:`window` says which frames an item holds. Classes are the first-level folder names when
+    every video sits in ``path/<class>/``. The clip is ``frames`` frames ``rate`` apart, decoded at
+    the shorter side :func:`short_side`. The train split draws its start uniformly (``jitter``) and
+    its crop box and flip (``augment``, ``crop``, ``flip``); other splits take ``clips`` evenly
+    spaced starts and the centre crop. Randomness depends only on (seed, i): :meth:`reseed` changes
+    the seed. Videos shorter than a clip are looped or padded (``short``), with one warning each at
+    construction. A file that fails to decode later raises a DataError naming it (the core's loader
+    turns it into a skip with ``--skip-bad-files``).
     """
 
     def __init__(self, path: str | Path, split: str, config: VideoDataConfig, *,
@@ -65,32 +66,37 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos) * self.config.clips
 
-    def frame_indices(self, i: int, clip: int, rng: np.random.Generator) -> list[int]:
-        """The frames of clip ``clip`` of video ``i``: a random start (train, ``jitter``) or the
-        ``clip``-th of ``clips`` evenly spaced starts; looped or padded where the video is short."""
-        cfg, n = self.config, self.info[i].frames
+    def window(self, index: int) -> tuple[int, list[int]]:
+        """Item ``index`` → (video, its frames): a random start (train, ``jitter``) or the ``clip``-th
+        of ``clips`` evenly spaced starts (clip ``index // num_videos``); looped or padded where the
+        video is short."""
+        cfg = self.config
+        i, clip = index % len(self.videos), index // len(self.videos)
+        n = self.info[i].frames
         room = max(n - self.span, 0)
         if self.split == "train" and cfg.jitter:
-            start = int(rng.integers(room + 1))
+            start = int(self._rng(index, 0).integers(room + 1))
         else:
             start = round(clip * room / (cfg.clips - 1)) if cfg.clips > 1 else room // 2
         steps = [start + j * cfg.rate for j in range(cfg.frames)]
-        return [s % n for s in steps] if cfg.short == "loop" else [min(s, n - 1) for s in steps]
+        return i, [s % n for s in steps] if cfg.short == "loop" else [min(s, n - 1) for s in steps]
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """Randomness of item ``index``: stream 0 its start, 1 its crop and flip (seeded by (seed, index))."""
+        state = np.random.SeedSequence([self.seed % (1 << 64), index, stream]).generate_state(2, np.uint64)
+        return np.random.default_rng(state)
 
     def __getitem__(self, index: int) -> Sample:
         cfg = self.config
-        i, clip = index % len(self.videos), index // len(self.videos)
-        state = np.random.SeedSequence([self.seed % (1 << 64), index]).generate_state(2, np.uint64)
-        rng = np.random.default_rng(state)
-        indices = self.frame_indices(i, clip, rng)
+        i, indices = self.window(index)
         frames = read_clip(self.videos.files[i], self.info[i], indices, self.short_side, cfg.channels, cfg.threads)
         height, width = resized(self.info[i].height, self.info[i].width, self.short_side)
         flip = False
         if self.split == "train" and cfg.augment:
+            rng = self._rng(index, 1)
             box = multiscale_box(height, width, cfg.scales, rng) if cfg.crop == "multiscale" else \
                 resized_box(height, width, cfg.area, cfg.ratio, rng)
             flip = cfg.flip and bool(rng.random() < 0.5)
         else:
             box = center_box(height, width, cfg.size)
-        return Sample(input=crop_resize(frames, box, cfg.size, flip), source=f"{self.sources[i]}#{indices[0]}",
-                      label=self.labels[i])
+        return Sample(input=crop_resize(frames, box, cfg.size, flip), source=self.sources[i], label=self.labels[i])

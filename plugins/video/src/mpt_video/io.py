@@ -15,6 +15,7 @@ decode, a video without frames, a frame folder whose images differ in size.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,10 +124,16 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def natural_key(path: Path) -> list[int | str]:
+    """Sort key of frame files: digit runs compared as numbers (``frame2`` before ``frame10``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def _probe_folder(path: Path) -> VideoInfo:
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS)
+    files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS),
+                   key=natural_key)
     if not files:
         raise DataError(path, f"a folder without {', '.join(FRAME_EXTENSIONS)} frames")
     sizes: dict[tuple[int, int], Path] = {}
