@@ -18,6 +18,7 @@ from mpt.contract import Mask, Masks, TokenSet, as_masks
 from mpt.errors import ConfigError
 from mpt.masking import (
     BlockFamily,
+    bands_mask,
     block_mask,
     create_masker,
     dual_mask,
@@ -657,3 +658,47 @@ def test_families_batch_has_equal_counts_and_trims_random_members() -> None:
             short_first |= bool(per_step[0] < per_step.max())
             short_last |= bool(per_step[-1] < per_step.max())
     assert short_first and short_last
+
+
+# ------------------------------------------------------------------ bands (time/frequency)
+
+@FAST
+@given(t=st.integers(2, 12), f=st.integers(2, 9), batch=st.integers(1, 4), time=st.floats(0, 0.9),
+       freq=st.floats(0, 0.9), seed=seeds)
+def test_bands_hide_whole_time_columns_and_frequency_rows(t: int, f: int, batch: int, time: float, freq: float,
+                                                          seed: int) -> None:
+    tokens = make_tokens((t, f), batch)
+    mask = bands_mask(tokens, gen(seed), time=time, freq=freq)
+    check(mask, batch, t * f)
+    check_complement(mask, t * f)
+    for b in range(batch):
+        cells = pred_cells(mask, b, (t, f))
+        cols, rows = cells.all(1), cells.all(0)  # whole columns / rows hidden
+        if int(t * time) + int(f * freq) == 0 or int(t * time) == t or int(f * freq) == f:
+            continue  # nothing drawn (one cell forced) or every line of an axis: the union rule is moot
+        assert int(cols.sum()) >= int(t * time) and int(rows.sum()) >= int(f * freq)
+        assert torch.equal(cells, cols[:, None] | rows[None, :])  # nothing but those lines
+
+
+def test_bands_with_padded_time_columns_hide_only_valid_ones() -> None:
+    tokens = make_tokens((10, 4), 2)
+    valid = torch.zeros(2, 10, 4, dtype=torch.bool)
+    valid[0], valid[1, :4] = True, True  # sample 1: 4 of 10 time columns are real
+    tokens = with_valid(tokens, valid.reshape(2, 40))
+    mask = bands_mask(tokens, gen(0), time=0.5, freq=0.0)
+    check_padded(mask, tokens.valid_or_ones())
+    hidden = torch.zeros(2, 40, dtype=torch.bool).scatter_(1, mask.pred, True).view(2, 10, 4)
+    real = hidden[1, :4]
+    assert int(real.all(1).sum()) == 2 and not bool((real.any(1) & ~real.all(1)).any())  # 2 of its 4 columns
+    assert int(hidden[0].all(1).sum()) == 5
+    assert bands_mask(tokens, gen(0), time=0.5, freq=0.0).pred.equal(mask.pred)  # seeded
+
+
+def test_bands_config_and_grid_errors() -> None:
+    with pytest.raises(ConfigError, match="hides nothing") as info:
+        build("bands", time=0.0, freq=0.0)
+    assert info.value.key == "mae.mask.time"
+    with pytest.raises(ConfigError, match="2 axes"):
+        build("bands")(make_tokens((2, 3, 4), 2), gen(0))
+    got = build("bands", time=0.3, freq=0.2)(make_tokens((8, 8), 2), gen(4))
+    assert torch.equal(got.pred, bands_mask(make_tokens((8, 8), 2), gen(4), time=0.3, freq=0.2).pred)

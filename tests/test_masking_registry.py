@@ -24,7 +24,7 @@ from mpt.masking import (
 from mpt.registry import MASKERS, Registered
 
 GRID_AXES = {"random": 0, "point_block": 0, "dual": 0, "block": 1, "multiblock": 1,
-             "multiblock_families": 1, "tube": 2}
+             "multiblock_families": 1, "tube": 2, "bands": 2}
 
 
 def test_core_maskers_are_registered_with_their_configs() -> None:

@@ -452,3 +452,22 @@ def test_groups_pool_keeps_each_channel_apart() -> None:
     torch.testing.assert_close(mean_a, mean_b)
     with pytest.raises(ValueError, match="groups"):  # the old name is gone
         pool_output(enc, x, "channels")
+
+
+def test_more_features_than_rows_are_fitted_in_the_span_of_the_rows() -> None:
+    """The row-space fit (representer theorem) scores every input as the full-width fit does."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mpt.probe import row_space, standardize
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    x = rng.normal(size=(30, 400)) + y[:, None] * rng.normal(size=400) * 0.3
+    xe = rng.normal(size=(12, 400))
+    full_tr, full_ev = standardize(x, xe)
+    span_tr, span_ev = row_space(full_tr, full_ev)
+    assert span_tr.shape == (30, 29) and span_ev.shape == (12, 29)  # centred rows: rank n - 1
+    fits = [LogisticRegression(C=0.05, tol=1e-10, max_iter=5000).fit(a, y) for a in (full_tr, span_tr)]
+    np.testing.assert_allclose(fits[0].decision_function(full_ev), fits[1].decision_function(span_ev), atol=1e-5)
+    assert all(a is b or np.array_equal(a, b) for a, b in zip(row_space(x[:5, :3], xe[:, :3]),
+                                                               [x[:5, :3], xe[:, :3]], strict=True))  # d <= n: as is

@@ -13,6 +13,9 @@ token-grid axes it needs (``grid_axes``; 0 = works on unordered sets):
   family (8 blocks of spatial scale 0.15, 2 of 0.7), each block spanning every leading axis (all
   frames); the context is the complement of the family's targets.
 * ``point_block`` (0) — Point-MAE (Pang et al. 2022) "block": the tokens nearest a random centre.
+* ``bands`` (2) — time/frequency band masking on a (time, frequency) grid: whole time columns and
+  whole frequency rows (AudioMAE's ``random_masking_2d``, Huang et al. 2022; SSAST's frame masking
+  and SpecAugment's time/frequency masks, Park et al. 2019, in token units).
 * ``dual`` (0, and 2 with its default ``running_cell`` decoder mask, plus what its encoder masker
   needs) — VideoMAE V2 (Wang et al. CVPR 2023) dual masking: an encoder masker (``tube``) and a
   decoder mask, ``Mask.decode``: running-cell (a 2 × 2 spatial cell whose kept positions shift by one
@@ -74,6 +77,15 @@ class TubeMaskConfig:
     """``tube``: share of the spatial cells predicted at every time step (VideoMAE: 0.9)."""
 
     ratio: float = bounded(0.9, gt=0, lt=1)  # share of the spatial cells hidden at every time step
+
+
+@dataclass
+class BandsConfig:
+    """``bands``: shares of the time columns and of the frequency rows of a (time, frequency) grid
+    hidden, each chosen uniformly per sample (AudioMAE fine-tuning: 0.2 / 0.2)."""
+
+    time: float = bounded(0.4, ge=0, lt=1)  # share of each sample's (valid) time columns hidden
+    freq: float = bounded(0.4, ge=0, lt=1)  # share of the frequency rows hidden
 
 
 @dataclass
@@ -155,6 +167,31 @@ def block_mask(tokens: TokenSet, generator: torch.Generator, ratio: float = 0.75
     order = _lexsort([chebyshev, rel.square().sum(-1), noise])
     pred = _ranks(order) < _counts(valid, ratio)[:, None]
     return pack_mask(valid & ~pred, pred, tokens, generator)
+
+
+def bands_mask(tokens: TokenSet, generator: torch.Generator, time: float = 0.4, freq: float = 0.4,
+               key: str = "mask") -> Mask:
+    """Grid ``(T, F)``: per sample ``int(t_b * time)`` of its ``t_b`` valid time columns and
+    ``int(F * freq)`` frequency rows are hidden whole (every cell of them predicted), the other valid
+    cells kept. Columns holding only padding are never chosen, so a short clip loses its share of
+    its own columns."""
+    grid = _grid(tokens, "bands", key)
+    b, _ = _size(tokens, "bands", key)
+    if len(grid) != 2:
+        raise ConfigError(f"{key}.name", f"masker 'bands' needs a (time, frequency) grid of 2 axes, got {grid}")
+    t, f = grid
+    dev = generator.device
+    valid = _valid(tokens, dev)
+
+    def lines(present: Tensor, share: float) -> Tensor:  # [B, L] valid lines → [B, L] hidden lines
+        noise = torch.rand(present.shape, generator=generator, device=dev).masked_fill(~present, 2.0)
+        count = (present.sum(1).double() * share).floor().long()
+        return _ranks(noise.argsort(dim=1)) < count[:, None]
+
+    cells = valid.view(b, t, f)
+    hidden = lines(cells.any(2), time)[:, :, None] | lines(cells.any(1), freq)[:, None, :]
+    keep, pred = _one_each(valid & ~hidden.reshape(b, -1), valid & hidden.reshape(b, -1), valid, generator)
+    return pack_mask(keep, pred, tokens, generator)
 
 
 def tube_mask(tokens: TokenSet, generator: torch.Generator, ratio: float = 0.9, key: str = "mask") -> Mask:
@@ -419,6 +456,12 @@ def _build_families(params: FamiliesConfig, key: str = "mask") -> Masker:
     return partial(multiblock_families_mask, families=list(params.families), key=key)
 
 
+def _build_bands(params: BandsConfig, key: str = "mask") -> Masker:
+    if params.time == 0 and params.freq == 0:
+        raise ConfigError(f"{key}.time", "bands hides nothing with time 0 and freq 0; give one a share > 0")
+    return partial(bands_mask, time=params.time, freq=params.freq, key=key)
+
+
 def _build_dual(params: DualMaskConfig, key: str = "mask") -> Masker:
     return partial(dual_mask, encoder=create_masker(params.encoder, f"{key}.encoder"),
                    decoder_ratio=params.decoder_ratio, decoder=params.decoder, key=key)
@@ -439,6 +482,7 @@ for _item in (
                "V-JEPA: one mask per block family, blocks spanning all frames", 1),
     Registered("point_block", _ratio_build(point_block_mask), RatioConfig,
                "Point-MAE: the tokens nearest a random centre", 0),
+    Registered("bands", _build_bands, BandsConfig, "AudioMAE/SSAST: whole time columns and frequency rows", 2),
     Registered("dual", _build_dual, DualMaskConfig, "VideoMAE V2: encoder mask + running-cell decoder mask", 0,
                extra={"check": _check_dual}),
 ):

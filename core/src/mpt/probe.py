@@ -171,6 +171,23 @@ def standardize(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(np.asarray(a, dtype=np.float64) - mean) / std for a in (x, *others)]
 
 
+def row_space(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Coordinates in the span of the training rows when there are more features than rows.
+
+    The L2-regularised logistic regression weights (unpenalised bias) lie in the span of the
+    training rows (representer theorem: a component orthogonal to every row changes no training
+    score and only adds to the penalty), so fitting on the coordinates ``x @ V`` of an orthonormal
+    basis ``V`` of that span gives the same scores on any input, exactly, with at most ``n`` features
+    instead of ``d`` (a flattened video clip has ~10⁵). Returns the arrays unchanged when ``d <= n``."""
+    x = np.asarray(train_x, dtype=np.float64)
+    n, d = x.shape
+    if d <= n:
+        return [x, *(np.asarray(a, dtype=np.float64) for a in others)]
+    _, s, vt = np.linalg.svd(x, full_matrices=False)  # vt: [min(n, d), d]
+    basis = vt[s > s.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps].T  # [d, rank]
+    return [a @ basis for a in (x, *(np.asarray(o, dtype=np.float64) for o in others))]
+
+
 def _predict(model: ClassifierMixin, x: np.ndarray) -> np.ndarray:
     """``model``'s predicted class indices for the rows of ``x`` (none for no rows)."""
     return np.asarray(model.predict(x)) if len(x) else np.zeros(0, dtype=np.int64)
@@ -197,7 +214,8 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, e
                  grid: Sequence[float] = L2_GRID) -> ProbeResult:
     """Logistic-regression probe; returns the eval predictions and the L2 strength chosen.
 
-    Features are standardised with the training statistics. Each L2 strength of ``grid`` (mean
+    Features are standardised with the training statistics (and, when they outnumber the training
+    rows, fitted in the rows' span: :func:`row_space`, the same solution). Each L2 strength of ``grid`` (mean
     cross-entropy + ``l2/2 · ‖W‖²``, see :func:`logreg_c`) is fitted on 80 % of the training data
     and scored on the other 20 % (a seeded split stratified by class and grouped by ``groups``, see
     :func:`stratified_split`), strong to weak, each fit warm-started from the previous one; the best
@@ -211,12 +229,12 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, e
     if len(classes) < 2:
         raise ValueError(f"a probe needs at least two classes in training, got {classes.tolist()}")
     k = len(classes)
-    xtr, xev = standardize(train_x, eval_x)
+    xtr, xev = row_space(*standardize(train_x, eval_x))
     fit_idx, val_idx = stratified_split(y_idx, groups, 0.2, seed)
     scores: dict[float, float] = {}
     chosen = DEFAULT_L2
     if len(val_idx) and len(np.unique(y_idx[fit_idx])) == k:
-        xf, xv = standardize(np.asarray(train_x)[fit_idx], np.asarray(train_x)[val_idx])
+        xf, xv = row_space(*standardize(np.asarray(train_x)[fit_idx], np.asarray(train_x)[val_idx]))
         yf, yv = y_idx[fit_idx], y_idx[val_idx]
         model = _logreg(warm_start=True)
         best: tuple[float, float, float] | None = None

@@ -121,3 +121,5 @@ def test_demo_data_and_the_modality() -> None:
     sample = ds[0]
     assert sample.input.shape == (3, 8, 64, 64) and 0 <= float(sample.input.min()) <= float(sample.input.max()) <= 1
     assert (DEMO_DATA / "ATTRIBUTION.md").is_file()
+    # feature extraction reads one clip per video (pretraining's clips=32 is an epoch length)
+    assert modality.downstream_data(VideoDataConfig(clips=32)).clips == 1

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import mpt
+from conftest import level_frames, write_frames, write_video
 from mpt.config import build_config
+from mpt.errors import DataError
 from mpt.trainer import pretrain
 
 # 4 frames of 32² per clip: a (2, 4, 4) tubelet grid, 2 visible cells per time slot at tube 0.9
@@ -55,3 +58,31 @@ def test_vjepa_lowers_the_loss_and_exports_the_target_encoder(tmp_path: Path) ->
     card = json.loads((tmp_path / "run" / "encoder" / "config.json").read_text())
     assert card["exported_encoder"] == "target (EMA teacher)"
     assert card["objective_config"]["loss"] == "l1"
+
+
+def test_bad_files_stop_the_run_or_are_skipped_listed_and_counted(tmp_path: Path) -> None:
+    """A 0-byte file fails the check when the data opens; a frame whose PNG data is cut short passes it
+    (its header is intact) and fails when a clip is decoded, mid-run."""
+    data = tmp_path / "data"
+    write_video(data / "a.mp4", level_frames(12, 32, 32))
+    write_frames(data / "frames", level_frames(8, 32, 32)[..., 0])
+    png = (data / "frames" / "000004.png").read_bytes()
+    (data / "frames" / "000004.png").write_bytes(png[: len(png) // 2])
+    modality = mpt.get_modality("video")
+
+    def attempt(out: Path, skip: bool) -> None:
+        cfg = build_config(modality, "demo", None, (*SMALL, "data.clips=2", "train.batch_size=2"),
+                           {"train": {"max_steps": 3, "log_every": 1, "figure_every": 100}})
+        pretrain(cfg, modality, out, data=data, skip_bad_files=skip, progress=False)
+
+    with pytest.raises(DataError, match=r"000004\.png.*--skip-bad-files"):
+        attempt(tmp_path / "stop", skip=False)
+    (data / "empty.mp4").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.mp4.*empty file"):
+        attempt(tmp_path / "stop2", skip=False)
+    with pytest.warns(UserWarning, match=r"000004\.png"):
+        attempt(tmp_path / "skip", skip=True)
+    listed = (tmp_path / "skip" / "skipped.txt").read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in listed) == ["000004.png", "empty.mp4"]
+    card = json.loads((tmp_path / "skip" / "encoder" / "config.json").read_text())
+    assert card["trained_on"]["skipped_files"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mpt.contract import PLUGIN_API, Figure, Modality, Tokenizer
@@ -35,6 +36,11 @@ class Video(Modality):
         from mpt_video.dataset import VideoDataset
 
         return VideoDataset(DEMO_DATA if path is None else path, split, config, skip_bad_files=skip_bad_files)
+
+    def downstream_data(self, config: VideoDataConfig) -> VideoDataConfig:
+        """Feature extraction reads one clip per video, from its middle, centre-cropped: ``clips`` (an
+        epoch length of pretraining) set to 1 (``--set data.clips=N`` for N evenly spaced clips)."""
+        return dataclasses.replace(config, clips=1)
 
     def tokenizer(self, config: VideoTokenizerConfig, dim: int) -> Tokenizer:
         from mpt_video.tokenizer import VideoTokenizer
