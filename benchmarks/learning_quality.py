@@ -17,11 +17,13 @@ stderr; ``evaluation.png`` and ``curve.png`` go to ``--out`` (default ``WORKDIR/
     python benchmarks/learning_quality.py --modality image --dataset digits --budget-minutes 3 ...
     python benchmarks/learning_quality.py --modality pointcloud --dataset mesh-crops --data MESHES/ ...
     python benchmarks/learning_quality.py --modality video --dataset clip-identity --data VIDEOS/ ...
+    python benchmarks/learning_quality.py --modality audio --dataset sound-families --data SONIC_PI/ ...
 
 ``--dataset digits`` writes scikit-learn's digits (benchmark-only extra: ``pip install scikit-learn``)
 as 32×32 PNGs; ``--dataset mesh-crops`` writes partial views of the meshes under ``--data`` (see
 :func:`write_mesh_crops`), ``--dataset clip-identity`` time segments of the videos under ``--data``
-(:func:`write_clip_segments`). They land in ``--workdir`` (default: a temporary folder).
+(:func:`write_clip_segments`), ``--dataset sound-families`` a labels file of the sounds' file-name
+prefixes (:func:`write_prefix_labels`). They land in ``--workdir`` (default: a temporary folder).
 
 Pretraining draws the modality's figure at its last step (``pretrain_for_budget`` sets
 ``train.figure_every`` to the run's length). The time-series figure of a univariate series used to
@@ -39,6 +41,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -180,6 +183,24 @@ def write_clip_segments(source: Path, root: Path, *, segment: int = 16, train_sh
     return root / "train", root / "eval", task
 
 
+def write_prefix_labels(source: Path, root: Path, min_files: int = 4) -> tuple[Path, str]:
+    """Sound family from the file name: ``labels.csv`` (file name, the text before its first ``_``)
+    for every audio file in ``source`` whose prefix at least ``min_files`` files share (sonic-pi:
+    ambi, bass, bd, drum, elec, …); the others are linked out. Returns the folder of links to the
+    labelled files (the evaluation's data) and the labels file (its ``--labels``)."""
+    files = sorted(f for f in source.iterdir() if f.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
+    prefixes = [f.name.split("_", 1)[0] for f in files]
+    kept = [(f, p) for f, p in zip(files, prefixes, strict=True) if prefixes.count(p) >= min_files]
+    (root / "files").mkdir(parents=True, exist_ok=True)
+    for f, _ in kept:
+        link = root / "files" / f.name
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    labels = root / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{f.name},{p}\n" for f, p in kept))
+    return root / "files", labels
+
+
 def holdout_train_folder(modality: Any, cfg: Any, data: Path, root: Path, seed: int,  # noqa: ANN401
                          data_sets: Sequence[str] = (), labels: Path | None = None) -> Path | None:
     """Without ``--eval-data``: a folder of links to the files on the training side of the hold-out the
@@ -230,7 +251,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=8, help="encoder snapshots along the run (the curve's points)")
     p.add_argument("--calibration-steps", type=int, default=15)
     p.add_argument("--dataset", default=None,
-                   help="name in the output; 'digits', 'mesh-crops' and 'clip-identity' build the data")
+                   help="name in the output; 'digits', 'mesh-crops', 'clip-identity' and 'sound-families' "
+                        "build the data")
     p.add_argument("--out", type=Path, default=None,
                    help="where evaluation.png and curve.png go (default: WORKDIR/figures)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -261,8 +283,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--budget-minutes must be > 0, --calibration-steps >= 3, --threads >= 1, --points >= 1")
     if args.k < 1 or args.finetune_steps < 0:
         parser.error("--k must be >= 1 and --finetune-steps >= 0")
-    if args.dataset in ("mesh-crops", "clip-identity") and args.data is None:
-        parser.error(f"--dataset {args.dataset} needs --data: the folder holding the meshes / videos")
+    if args.dataset in ("mesh-crops", "clip-identity", "sound-families") and args.data is None:
+        parser.error(f"--dataset {args.dataset} needs --data: the folder holding the meshes / videos / sounds")
     if args.data is None and args.dataset != "digits":
         parser.error("--data is required (except with --dataset digits)")
     cpu_load = load_avg()
@@ -308,6 +330,11 @@ def _run(args: argparse.Namespace, work: Path, cpu_load: float) -> dict[str, Any
     elif args.dataset == "clip-identity":
         data, eval_data, task = write_clip_segments(args.data, work / "clip-identity")
         split = "disjoint time spans per video, written by the script"
+    elif args.dataset == "sound-families":
+        data, args.labels = write_prefix_labels(args.data, work / "sound-families")
+        counts = Counter(line.split(",")[1] for line in args.labels.read_text().splitlines()[1:])
+        task = (f"sound family from the file-name prefix ({len(counts)} families with >= 4 files: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "); each file one group")
     sets = [*args.sets, f"train.seed={args.seed}"]
     pretrain_on, pretrain_note = data, f"the inputs of the training split {data}, labels unused"
     if eval_data is None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from mpt.errors import DataError
@@ -113,3 +114,11 @@ def folder_labels(root: str | Path, files: Sequence[Path]) -> tuple[list[str], l
         return [], [None] * len(files)
     classes = sorted({p[0] for p in parts}, key=label_key)
     return classes, [classes.index(p[0]) for p in parts]
+
+
+def item_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    """The random generator of dataset item ``index`` under ``seed`` (a dataset's ``reseed``), one
+    independent ``stream`` per kind of draw (e.g. 0: where a window starts, 1: its crop), so an item's
+    randomness depends only on (seed, index, stream): any order, any worker, exact resume."""
+    state = np.random.SeedSequence([seed % (1 << 64), index, stream]).generate_state(2, np.uint64)
+    return np.random.default_rng(state)

@@ -20,6 +20,7 @@ Models are shrunk to one block of width 32 so every check runs in seconds on a C
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import tempfile
@@ -37,6 +38,7 @@ from mpt.errors import DataError
 from mpt.objectives import Objective
 from mpt.pretrained import encoder_card, load_encoder, save_encoder
 from mpt.registry import GROUP, get_modality
+from mpt.trainer import fit_statistics
 
 TINY_FLAGS = {
     "model": {"dim": 32, "depth": 1, "heads": 2, "drop_path": 0.0},
@@ -59,12 +61,17 @@ class Kit:
     def __init__(self, modality: str, sets: Sequence[str] = ()) -> None:
         self.modality: Modality = get_modality(modality)
         self.sets = tuple(sets)
+        config = build_config(self.modality, None, None, self.sets, {**TINY_FLAGS, "objective": "mae"})
+        self.dataset = self.modality.dataset(None, "train", config.data)
+        self.fitted = fit_statistics(self.modality, self.dataset, config, progress=False).tokenizer
         self.config: Config = self.make_config("mae")
-        self.dataset = self.modality.dataset(None, "train", self.config.data)
         self.batch: Batch = self.modality.collate([self.dataset[i] for i in range(2)])
 
     def make_config(self, objective: str, recipe: str | None = None) -> Config:
-        return build_config(self.modality, recipe, None, self.sets, {**TINY_FLAGS, "objective": objective})
+        """The tiny config of ``objective``, its tokenizer statistics fitted on the demo data as the
+        trainer fits them (:meth:`Modality.fit`) when the recipe is the default one."""
+        cfg = build_config(self.modality, recipe, None, self.sets, {**TINY_FLAGS, "objective": objective})
+        return dataclasses.replace(cfg, tokenizer=self.fitted) if recipe is None else cfg
 
     @functools.cached_property
     def tokenizer(self) -> Tokenizer:

@@ -11,9 +11,9 @@ from mpt_video.config import VideoDataConfig
 from mpt_video.dataset import VideoDataset, short_side
 from mpt_video.modality import DEMO_DATA
 from mpt_video.transforms import multiscale_box, resized_box
+from video_helpers import LEVEL, level_frames, write_video
 
 import mpt
-from conftest import LEVEL, level_frames, write_video
 from mpt.errors import ConfigError, DataError
 
 

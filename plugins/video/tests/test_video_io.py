@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mpt_video.io import find_videos, probe, read_clip, resized
 from mpt_video.modality import DEMO_DATA
+from video_helpers import LEVEL, level_frames, write_frames, write_video
 
-from conftest import LEVEL, level_frames, write_frames, write_video
 from mpt.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[3]

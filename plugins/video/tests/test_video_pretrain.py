@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from video_helpers import level_frames, write_frames, write_video
 
 import mpt
-from conftest import level_frames, write_frames, write_video
 from mpt.config import build_config
 from mpt.errors import DataError
 from mpt.trainer import pretrain

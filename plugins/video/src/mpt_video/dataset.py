@@ -5,12 +5,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from mpt.contract import Sample
 from mpt.errors import ConfigError
-from mpt.files import LazyFiles, folder_labels
+from mpt.files import LazyFiles, folder_labels, item_rng
 from mpt_video.config import VideoDataConfig
 from mpt_video.io import VideoInfo, find_videos, probe, read_clip, resized
 from mpt_video.transforms import center_box, crop_resize, multiscale_box, resized_box
@@ -75,16 +74,11 @@ class VideoDataset(Dataset):
         n = self.info[i].frames
         room = max(n - self.span, 0)
         if self.split == "train" and cfg.jitter:
-            start = int(self._rng(index, 0).integers(room + 1))
+            start = int(item_rng(self.seed, index, 0).integers(room + 1))
         else:
             start = round(clip * room / (cfg.clips - 1)) if cfg.clips > 1 else room // 2
         steps = [start + j * cfg.rate for j in range(cfg.frames)]
         return i, [s % n for s in steps] if cfg.short == "loop" else [min(s, n - 1) for s in steps]
-
-    def _rng(self, index: int, stream: int) -> np.random.Generator:
-        """Randomness of item ``index``: stream 0 its start, 1 its crop and flip (seeded by (seed, index))."""
-        state = np.random.SeedSequence([self.seed % (1 << 64), index, stream]).generate_state(2, np.uint64)
-        return np.random.default_rng(state)
 
     def __getitem__(self, index: int) -> Sample:
         cfg = self.config
@@ -93,7 +87,7 @@ class VideoDataset(Dataset):
         height, width = resized(self.info[i].height, self.info[i].width, self.short_side)
         flip = False
         if self.split == "train" and cfg.augment:
-            rng = self._rng(index, 1)
+            rng = item_rng(self.seed, index, 1)
             box = multiscale_box(height, width, cfg.scales, rng) if cfg.crop == "multiscale" else \
                 resized_box(height, width, cfg.area, cfg.ratio, rng)
             flip = cfg.flip and bool(rng.random() < 0.5)
