@@ -38,6 +38,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -183,22 +184,26 @@ def write_clip_segments(source: Path, root: Path, *, segment: int = 16, train_sh
     return root / "train", root / "eval", task
 
 
-def write_prefix_labels(source: Path, root: Path, min_files: int = 4) -> tuple[Path, str]:
+def write_prefix_labels(source: Path, root: Path, min_files: int = 4,
+                        min_seconds: float = 0.175) -> tuple[Path, Path, int]:
     """Sound family from the file name: ``labels.csv`` (file name, the text before its first ``_``)
-    for every audio file in ``source`` whose prefix at least ``min_files`` files share (sonic-pi:
-    ambi, bass, bd, drum, elec, …); the others are linked out. Returns the folder of links to the
-    labelled files (the evaluation's data) and the labels file (its ``--labels``)."""
-    files = sorted(f for f in source.iterdir() if f.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
+    for every audio file in ``source`` at least ``min_seconds`` long (one token of the audio
+    tokenizer) whose prefix at least ``min_files`` such files share (sonic-pi: ambi, bass, bd, drum,
+    elec, …). Returns the folder of copies of those files (the evaluation's data), the labels file
+    (its ``--labels``) and how many files were left out as too short."""
+    import soundfile
+
+    audio = sorted(f for f in source.iterdir() if f.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
+    files = [f for f in audio if soundfile.info(str(f)).duration >= min_seconds]
     prefixes = [f.name.split("_", 1)[0] for f in files]
     kept = [(f, p) for f, p in zip(files, prefixes, strict=True) if prefixes.count(p) >= min_files]
     (root / "files").mkdir(parents=True, exist_ok=True)
-    for f, _ in kept:
-        link = root / "files" / f.name
-        if not link.exists():
-            link.symlink_to(f.resolve())
+    for f, _ in kept:  # copies: the hold-out links its training side by path below this folder
+        if not (root / "files" / f.name).exists():
+            shutil.copyfile(f, root / "files" / f.name)
     labels = root / "labels.csv"
     labels.write_text("path,label\n" + "".join(f"{f.name},{p}\n" for f, p in kept))
-    return root / "files", labels
+    return root / "files", labels, len(audio) - len(files)
 
 
 def holdout_train_folder(modality: Any, cfg: Any, data: Path, root: Path, seed: int,  # noqa: ANN401
@@ -331,10 +336,11 @@ def _run(args: argparse.Namespace, work: Path, cpu_load: float) -> dict[str, Any
         data, eval_data, task = write_clip_segments(args.data, work / "clip-identity")
         split = "disjoint time spans per video, written by the script"
     elif args.dataset == "sound-families":
-        data, args.labels = write_prefix_labels(args.data, work / "sound-families")
+        data, args.labels, short = write_prefix_labels(args.data, work / "sound-families")
         counts = Counter(line.split(",")[1] for line in args.labels.read_text().splitlines()[1:])
         task = (f"sound family from the file-name prefix ({len(counts)} families with >= 4 files: "
-                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + "); each file one group")
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                + f"; {short} files under 175 ms, one token, left out); each file one group")
     sets = [*args.sets, f"train.seed={args.seed}"]
     pretrain_on, pretrain_note = data, f"the inputs of the training split {data}, labels unused"
     if eval_data is None:
