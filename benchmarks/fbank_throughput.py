@@ -80,6 +80,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = make_parser().parse_args(argv)
     import torchaudio.compliance.kaldi as kaldi
+
     from mpt_audio.fbank import fbank
 
     helpers = _throughput_helpers()

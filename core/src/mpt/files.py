@@ -122,3 +122,15 @@ def item_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     randomness depends only on (seed, index, stream): any order, any worker, exact resume."""
     state = np.random.SeedSequence([seed % (1 << 64), index, stream]).generate_state(2, np.uint64)
     return np.random.default_rng(state)
+
+
+def window_starts(length: int, size: int, stride: int) -> list[int]:
+    """Starts of windows of ``size`` over ``length`` positions: every ``stride``, plus one that ends at
+    the end if the stride misses it; a single window at 0 when ``length <= size`` (time-series
+    windows, raster chips)."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts

@@ -129,7 +129,8 @@ class Kit:
             "tokens hold ±Inf patches or non-finite coords"
         if not type(self.tokenizer).missing_values:  # NaN only pads smaller patches of a group, never a whole token
             assert not patches.flatten(2).isnan().all(-1).any(), "a token whose patch is all NaN"
-        assert torch.equal(self.tokens().patches, tokens.patches), "tokenize must be deterministic"
+        again = self.tokens().patches  # NaN (missing values, group padding) compares equal to NaN here
+        assert torch.allclose(again, tokens.patches, rtol=0, atol=0, equal_nan=True), "tokenize must be deterministic"
         assert not any(p.requires_grad for p in (tokens.patches, tokens.coords)), "tokenize must be parameter-free"
 
     def model(self, cfg: Config) -> tuple[Objective, TokenSet, list[Mask]]:

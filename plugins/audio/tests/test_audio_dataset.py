@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from mpt_audio.config import AudioDataConfig
-from mpt_audio.dataset import AudioDataset
-from mpt_audio.modality import DEMO_DATA
 
 import mpt
 from mpt.errors import DataError
+from mpt_audio.config import AudioDataConfig
+from mpt_audio.dataset import AudioDataset
+from mpt_audio.modality import DEMO_DATA
 
 
 def tone(path: Path, seconds: float, rate: int = 16000, freq: float = 440.0, subtype: str = "PCM_16") -> Path:

@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+
 from mpt_audio.fbank import EPSILON, fbank, feature_window, frame_geometry, mel_banks, num_frames
 
 kaldi = pytest.importorskip("torchaudio.compliance.kaldi", reason="torchaudio is the reference")

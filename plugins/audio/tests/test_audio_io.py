@@ -6,15 +6,15 @@ import math
 import os
 from pathlib import Path
 
-import mpt_audio.io as aio
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+import mpt_audio.io as aio
+from mpt.errors import DataError
 from mpt_audio.fbank import fbank
 from mpt_audio.io import AudioInfo, find_audio, is_silent, mp3_supported, probe, read_audio
-
-from mpt.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED_AUDIO = Path(os.environ.get("MPT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "audio"

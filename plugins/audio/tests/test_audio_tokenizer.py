@@ -6,9 +6,6 @@ import dataclasses
 
 import pytest
 import torch
-from mpt_audio.config import AUDIOSET_MEAN, AUDIOSET_STD, AudioTokenizerConfig
-from mpt_audio.fbank import fbank
-from mpt_audio.tokenizer import AudioTokenizer, patchify, unpatchify
 
 import mpt
 from mpt.config import build_config
@@ -17,6 +14,9 @@ from mpt.errors import ConfigError, DataError
 from mpt.masking import random_mask
 from mpt.pos_embed import sincos_nd
 from mpt.trainer import build_model
+from mpt_audio.config import AUDIOSET_MEAN, AUDIOSET_STD, AudioTokenizerConfig
+from mpt_audio.fbank import fbank
+from mpt_audio.tokenizer import AudioTokenizer, patchify, unpatchify
 
 RATE = 16000
 

@@ -11,8 +11,9 @@ import torch
 
 from mpt.contract import Batch, Modality
 from mpt.errors import DataError
+from mpt.files import window_starts
 from mpt_timeseries.config import TimeSeriesDataConfig
-from mpt_timeseries.dataset import TimeSeriesDataset, split_files, window_starts
+from mpt_timeseries.dataset import TimeSeriesDataset, split_files
 from mpt_timeseries.modality import TimeSeries
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mpt_video.config import VideoDataConfig
-from mpt_video.dataset import VideoDataset, short_side
-from mpt_video.modality import DEMO_DATA
-from mpt_video.transforms import multiscale_box, resized_box
 from video_helpers import LEVEL, level_frames, write_video
 
 import mpt
 from mpt.errors import ConfigError, DataError
+from mpt_video.config import VideoDataConfig
+from mpt_video.dataset import VideoDataset, short_side
+from mpt_video.modality import DEMO_DATA
+from mpt_video.transforms import multiscale_box, resized_box
 
 
 def cfg(**kw: object) -> VideoDataConfig:

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import av
-import mpt_video.io as vio
 import numpy as np
 import pytest
-from mpt_video.io import find_videos, probe, read_clip, resized
-from mpt_video.modality import DEMO_DATA
 from video_helpers import LEVEL, level_frames, write_frames, write_video
 
+import mpt_video.io as vio
 from mpt.errors import DataError
+from mpt_video.io import find_videos, probe, read_clip, resized
+from mpt_video.modality import DEMO_DATA
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED_VIDEO = Path(os.environ.get("MPT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "video"

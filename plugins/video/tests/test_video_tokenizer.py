@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
-from mpt_video.config import VideoTokenizerConfig
-from mpt_video.tokenizer import VideoTokenizer, tubeletify, untubeletify
 
 from mpt.config import make_choice
 from mpt.contract import Batch
 from mpt.errors import ConfigError, DataError
 from mpt.masking import create_masker
 from mpt.pos_embed import sincos_nd
+from mpt_video.config import VideoTokenizerConfig
+from mpt_video.tokenizer import VideoTokenizer, tubeletify, untubeletify
 
 
 def test_tubelets_are_the_conv3d_windows_in_time_row_col_order() -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from mpt.contract import Sample
 from mpt.errors import DataError
-from mpt.files import LazyFiles, find_files, label_key
+from mpt.files import LazyFiles, find_files, label_key, window_starts
 from mpt_timeseries.config import TimeSeriesDataConfig
 from mpt_timeseries.io import SUPPORTED, SeriesFile, read_series
 
@@ -49,17 +49,6 @@ def split_files(files: list[Path], split: str) -> list[Path]:
         return files
     want = "test" if split == "test" else "train"
     return [f for f in tagged if SPLIT_SUFFIX.search(f.stem).group(1).lower() == want]  # type: ignore[union-attr]
-
-
-def window_starts(length: int, context: int, stride: int) -> list[int]:
-    """Starts of the windows over ``length`` steps: every ``stride`` steps, plus one that ends at the
-    series' end if the stride misses it; a single window at 0 when ``length <= context``."""
-    if length <= context:
-        return [0]
-    starts = list(range(0, length - context + 1, stride))
-    if starts[-1] != length - context:
-        starts.append(length - context)
-    return starts
 
 
 class TimeSeriesDataset(Dataset):
