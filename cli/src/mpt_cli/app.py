@@ -344,7 +344,8 @@ def evaluate(
 def embed(
     encoder: Path = typer.Argument(..., help="An encoder/ folder (or a run folder)."),
     data: Path = typer.Option(..., "--data", help="File or folder of data."),
-    out: Path = typer.Option(..., "--out", help="Output .npy (+ FILE.npy.sources.txt) or .parquet file."),
+    out: Path = typer.Option(..., "--out", help="Output .npy (+ FILE.npy.sources.txt) or .parquet file, or a "
+                             "modality's own format (satellite: a .tif feature raster, one pixel per patch)."),
     pool: Pool = typer.Option(Pool.mean, "--pool", help="mean (of the tokens), cls (the CLS token), groups "
                                   "(per channel/band group, concatenated) or flat (every token, in order)."),
     split: EmbedSplit = typer.Option(EmbedSplit.probe, "--split", help="probe (training files) or test "
@@ -357,7 +358,7 @@ def embed(
 
     from mpt.embeddings import check_embed_target, write_embeddings
     from mpt.errors import MptError
-    from mpt.features import check_pool, extract_features, open_dataset
+    from mpt.features import check_pool, data_config, extract_features, open_dataset
     from mpt.pretrained import load_encoder, read_card
     from mpt.probe import encoder_folder
 
@@ -365,8 +366,15 @@ def embed(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            check_embed_target(out)
             card = read_card(path)
+            writer = modality_writes(card, out)
+            if writer is not None:  # the modality's own output format (e.g. a satellite feature raster)
+                done = writer.write_features(load_encoder(path), data, out, data_config(card, writer, set_),
+                                             batch_size=batch_size)
+                echo_warnings(caught)
+                typer.echo(f"wrote {done}")
+                return
+            check_embed_target(out)
             backbone = load_encoder(path)
             check_pool(backbone, pool.value)
             dataset, modality = open_dataset(card, data, split.value, set_)
@@ -387,6 +395,14 @@ def embed(
     typer.echo(f"wrote {n} × {d} float32 embeddings (pool {pool.value}) to {written[0]}")
     if len(written) > 1:
         typer.echo(f"sources: {written[1]}")
+
+
+def modality_writes(card: dict, out: Path):  # noqa: ANN201 - the card's Modality, or None
+    """The card's modality when it writes ``out``'s file type itself (``Modality.feature_suffixes``)."""
+    from mpt.registry import get_modality
+
+    modality = get_modality(card["modality"])
+    return modality if out.suffix.lower() in modality.feature_suffixes else None
 
 
 plugin_app = typer.Typer(no_args_is_help=True, help="Tools for modality plugin authors.")

@@ -559,6 +559,15 @@ class Modality:
         printed and written at the top of ``OUT/config.yaml``. None by default."""
         return []
 
+    feature_suffixes: ClassVar[tuple[str, ...]] = ()  # output formats of write_features (e.g. ".tif")
+
+    def write_features(self, backbone: Any, data: Path, out: Path, config: Any, batch_size: int = 64,
+                       progress: bool = True) -> Path:
+        """Optional: ``mpt embed --out FILE`` for a file type of ``feature_suffixes`` — the features of
+        ``data`` (its files read with the data ``config``) written by the modality itself, e.g. a
+        feature raster with one pixel per patch over a scene of any size (satellite). Returns ``out``."""
+        raise NotImplementedError(f"{type(self).__name__} writes no {out.suffix} features")
+
     def downstream_data(self, config: Any) -> Any:
         """The data config feature extraction (probe, embed, finetune) uses, from the one the encoder
         was pretrained with (e.g. read each file once instead of ``repeats`` times). Identity by default."""

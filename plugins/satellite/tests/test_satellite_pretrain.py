@@ -57,3 +57,38 @@ def test_demo_run_card_and_band_checks_of_a_loaded_encoder(tmp_path: Path) -> No
     assert out.pooled.shape == (2, 64)
     with pytest.raises(DataError, match="B03.*B02|B02.*B03"):
         encoder(Batch(input=x, meta={"bands": [["B03", "B02", "B04", "B08"]] * 2}))
+
+
+def test_feature_raster_over_a_scene_keeps_its_georeference(tmp_path: Path) -> None:
+    """`mpt embed ENCODER --data scene.tif --out features.tif`: one pixel per patch, same CRS, the
+    transform scaled by the patch, NaN where a patch has no valid pixel, features equal to the
+    encoder's on the same tile."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+    from typer.testing import CliRunner
+
+    from mpt_cli.app import app
+    from mpt_satellite.bands import sensor
+    from mpt_satellite.io import write_geotiff
+
+    run(tmp_path / "run", data=None, steps=2)
+    scene = np.random.default_rng(0).integers(100, 3000, size=(4, 40, 72)).astype(np.uint16)
+    scene[:, :, 64:] = 0  # the last 8 columns are nodata
+    transform = Affine(10, 0, 500000, 0, -10, 5000000)
+    path = write_geotiff(tmp_path / "scene.tif", scene, sensor("sentinel2").select(["B02", "B03", "B04", "B08"]),
+                         crs="EPSG:32632", transform=transform, nodata=0)
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "run" / "encoder"), "--data", str(path), "--out",
+                                      str(tmp_path / "features.tif")])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "features.tif") as out:
+        feats = out.read()
+        assert (out.count, out.height, out.width) == (64, 10, 18) and str(out.crs) == "EPSG:32632"
+        assert out.transform == transform * Affine.scale(4, 4)
+    assert np.isnan(feats[:, :, 16:]).all() and not np.isnan(feats[:, :, :16]).any()
+    encoder = mpt.load_encoder(tmp_path / "run" / "encoder")
+    with torch.no_grad():
+        tile = torch.from_numpy(scene[:, :32, :32].astype(np.float32))[None]
+        want = encoder(Batch(input=tile, meta={"gsd": torch.tensor([10.0])})).tokens[0]  # [2 groups × 64, D]
+    want = want.reshape(2, 8, 8, -1).mean(0).permute(2, 0, 1).numpy()
+    np.testing.assert_allclose(feats[:, :8, :8], want, rtol=1e-4, atol=1e-4)

@@ -32,6 +32,7 @@ class Satellite(Modality):
     tokenizer_config = SatelliteTokenizerConfig
     recipe_dir = RECIPES
     extensions = EXTENSIONS
+    feature_suffixes = (".tif", ".tiff")  # mpt embed --out features.tif: a feature raster (mpt_satellite.tiles)
 
     def dataset(self, path: Path | None, split: str, config: SatelliteDataConfig, *,
                 skip_bad_files: bool = False):  # noqa: ANN201 - a SatelliteDataset
@@ -66,10 +67,18 @@ class Satellite(Modality):
 
         from mpt.stats import fit_moments
 
-        mean, std = fit_moments(dataset, lambda s: torch.as_tensor(s.input).flatten(1).T, progress=progress, what="band mean/std",
-                                max_samples=2000)
+        mean, std = fit_moments(dataset, lambda s: torch.as_tensor(s.input).flatten(1).T, progress=progress,
+                                what="band mean/std", max_samples=2000)
         std = torch.where(std > 0, std, torch.ones_like(std))
         return dataclasses.replace(config, mean=[float(v) for v in mean], std=[float(v) for v in std])
+
+    def write_features(self, backbone: object, data: Path, out: Path, config: SatelliteDataConfig,
+                       batch_size: int = 64, progress: bool = True) -> Path:
+        """A feature raster of the scene ``data``: one pixel per patch, the scene's CRS
+        (:mod:`mpt_satellite.tiles`)."""
+        from mpt_satellite.tiles import write_feature_raster
+
+        return write_feature_raster(backbone, Path(data), Path(out), config, batch_size=batch_size, progress=progress)
 
     def tokenizer(self, config: SatelliteTokenizerConfig, dim: int) -> Tokenizer:
         from mpt_satellite.tokenizer import SatelliteTokenizer
