@@ -24,7 +24,10 @@ class SatelliteDataConfig:
     in the file's order); ``sensor`` (sentinel2, landsat7) supplies wavelengths and aliases by band
     name. Pixels equal to a band's nodata, NaN or Inf are missing; chips with more than ``max_nodata``
     of their pixels missing are left out and counted. ``gsd``: metres per pixel for files without a
-    CRS (otherwise taken from the transform). The train split flips chips (``flip``).
+    CRS (otherwise taken from the transform). The train split flips chips (``flip``). With ``stack``,
+    scenes of the same grid and different acquisition dates (from tags or file names) are one
+    multi-date sample ``[T, C, size, size]`` ordered by date (SatMAE-temporal); every stack must hold
+    the same number of dates.
     """
 
     bands: list[str] | None = None  # band names to read, in this order (None: every band of the scene)
@@ -35,6 +38,7 @@ class SatelliteDataConfig:
     gsd: float | None = bounded(None, gt=0)  # metres per pixel when the file has no CRS
     flip: bool = True  # train: random horizontal and vertical flips
     repeats: int = bounded(1, ge=1)  # passes over the chips per epoch
+    stack: bool = False  # scenes of one grid (CRS, transform, shape) at different dates → [T, C, H, W] samples
 
 
 @dataclass

@@ -67,8 +67,10 @@ class Satellite(Modality):
 
         from mpt.stats import fit_moments
 
-        mean, std = fit_moments(dataset, lambda s: torch.as_tensor(s.input).flatten(1).T, progress=progress,
-                                what="band mean/std", max_samples=2000)
+        def values(sample):  # noqa: ANN001, ANN202 - [C, H, W] or [T, C, H, W] → [n, C]
+            return torch.as_tensor(sample.input).movedim(-3, 0).flatten(1).T
+
+        mean, std = fit_moments(dataset, values, progress=progress, what="band mean/std", max_samples=2000)
         std = torch.where(std > 0, std, torch.ones_like(std))
         return dataclasses.replace(config, mean=[float(v) for v in mean], std=[float(v) for v in std])
 
