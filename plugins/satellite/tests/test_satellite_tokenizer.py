@@ -19,12 +19,13 @@ from mpt.masking import RatioConfig, TubeMaskConfig, create_masker
 from mpt.objectives import MAE
 from mpt.pos_embed import SplitPosEmbed, sincos_nd
 from mpt.targets import PatchTarget
+from mpt_satellite.anyband import AnyBandTokenizer
 from mpt_satellite.bands import SENSORS
 from mpt_satellite.config import SatelliteTokenizerConfig
 from mpt_satellite.tokenizer import (
-    AnyBandTokenizer,
     SatellitePosEmbed,
     SatelliteTokenizer,
+    create_tokenizer,
     date_encoding,
     patchify,
     scaled_width,
@@ -45,7 +46,7 @@ def config(**kw: object) -> SatelliteTokenizerConfig:
 
 
 def tokenizer(**kw: object) -> SatelliteTokenizer:
-    return SatelliteTokenizer(config(**kw), DIM)
+    return create_tokenizer(config(**kw), DIM)
 
 
 def anyband(**kw: object) -> SatelliteTokenizer:

@@ -83,9 +83,9 @@ class Satellite(Modality):
         return write_feature_raster(backbone, Path(data), Path(out), config, batch_size=batch_size, progress=progress)
 
     def tokenizer(self, config: SatelliteTokenizerConfig, dim: int) -> Tokenizer:
-        from mpt_satellite.tokenizer import SatelliteTokenizer
+        from mpt_satellite.tokenizer import create_tokenizer
 
-        return SatelliteTokenizer(config, dim)
+        return create_tokenizer(config, dim)
 
     def visualize(self, figure: Figure, path: Path) -> None:
         from mpt_satellite.figures import visualize
