@@ -613,3 +613,17 @@ def test_pixel_statistics_checks_and_normalisation() -> None:
         torch.testing.assert_close(y[:, 1], (x[:, 1] - 0.4) / 0.25)
         torch.testing.assert_close(norm.unstandardize(y), x)
     assert not norm.state_dict()  # the card stores the statistics, not the weights
+
+
+def test_patchify_cuts_the_last_axes_into_row_major_blocks_keeping_lead_axes() -> None:
+    from mpt.patches import patchify, unpatchify
+
+    x = torch.randn(2, 3, 4, 6, 8)  # [B, C, T, H, W]
+    tub = patchify(x, (2, 3, 4))  # grid (2, 2, 2)
+    assert tub.shape == (2, 8, 3, 2, 3, 4)
+    torch.testing.assert_close(tub[:, 5], x[:, :, 2:4, 0:3, 4:8])  # token 5 = (1, 0, 1)
+    torch.testing.assert_close(unpatchify(tub, (2, 2, 2)), x)
+    spec = torch.randn(2, 8, 6)  # no lead axis
+    torch.testing.assert_close(patchify(spec, (4, 3))[:, 1], spec[:, 0:4, 3:6])
+    with pytest.raises(ValueError, match="does not hold"):
+        unpatchify(tub, (2, 2, 3))

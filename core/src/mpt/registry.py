@@ -18,6 +18,16 @@ from typing import Any
 from mpt.contract import PLUGIN_API, Modality
 from mpt.errors import ConfigError, PluginError
 
+
+def optional_import(module: str, needed_for: str, install: str) -> Any:  # noqa: ANN401 - the module
+    """``importlib.import_module(module)``, or a :class:`PluginError` that says what needs it and how to
+    install it — for the heavy dependencies a plugin imports lazily (PyAV, soundfile, rasterio). An
+    ``OSError`` counts too: a wheel whose shared library is missing fails that way."""
+    try:
+        return importlib.import_module(module)
+    except (ImportError, OSError) as exc:
+        raise PluginError(f"{needed_for} needs {module} ({exc}): {install}") from None
+
 GROUP = "mpt.modalities"
 
 _loaded: dict[str, Modality] = {}

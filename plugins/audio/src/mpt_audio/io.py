@@ -34,6 +34,7 @@ import torch
 
 from mpt.errors import DataError
 from mpt.files import find_files
+from mpt.registry import optional_import
 
 __all__ = ["EXTENSIONS", "OGG_SEEK_GUARD", "TAIL", "AudioInfo", "find_audio", "is_silent", "mp3_supported", "probe",
            "read_audio", "resample"]
@@ -61,11 +62,7 @@ class AudioInfo:
 
 
 def import_soundfile() -> Any:  # noqa: ANN401 - the soundfile module
-    try:
-        import soundfile
-    except (ImportError, OSError) as exc:  # OSError: the libsndfile shared library is missing
-        raise ImportError(f"reading audio needs soundfile ({exc}): {SOUNDFILE_HINT}") from None
-    return soundfile
+    return optional_import("soundfile", "reading audio", SOUNDFILE_HINT)
 
 
 def mp3_supported() -> bool:

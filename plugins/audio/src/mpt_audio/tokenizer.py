@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mpt import patches as blocks
 from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
 from mpt_audio.config import AUDIOSET_MEAN, AUDIOSET_STD, AudioTokenizerConfig
@@ -28,18 +29,12 @@ from mpt_audio.fbank import fbank
 
 def patchify(spec: Tensor, pt: int, pf: int) -> Tensor:
     """``[B, T, F]`` (T, F multiples of the patch) → ``[B, N, pt, pf]``, N = (T/pt)·(F/pf), time-major."""
-    b, t, f = spec.shape
-    x = spec.reshape(b, t // pt, pt, f // pf, pf).permute(0, 1, 3, 2, 4)
-    return x.reshape(b, (t // pt) * (f // pf), pt, pf)
+    return blocks.patchify(spec, (pt, pf))
 
 
-def unpatchify(patches: Tensor, grid: tuple[int, int]) -> Tensor:
+def unpatchify(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     """Inverse of :func:`patchify`: ``[B, N, pt, pf]`` on ``grid`` (T', F') → ``[B, T'·pt, F'·pf]``."""
-    b, n, pt, pf = patches.shape
-    gt, gf = grid
-    if gt * gf != n:
-        raise ValueError(f"unpatchify: grid {grid} does not hold {n} patches")
-    return patches.reshape(b, gt, gf, pt, pf).permute(0, 1, 3, 2, 4).reshape(b, gt * pt, gf * pf)
+    return blocks.unpatchify(tokens, grid)
 
 
 class AudioTokenizer(Tokenizer):

@@ -66,6 +66,7 @@ import numpy as np
 
 from mpt.errors import DataError
 from mpt.files import find_files, window_starts
+from mpt.registry import optional_import
 from mpt_satellite.bands import WAVELENGTH_TOLERANCE_NM, Band, BandSet, band_key
 from mpt_satellite.bands import sensor as sensor_catalogue
 
@@ -87,11 +88,7 @@ _DATE_DASHED = re.compile(r"(?<!\d)((?:19[5-9]|20\d)\d)[-:/](\d{2})[-:/](\d{2})(
 
 
 def import_rasterio() -> Any:  # noqa: ANN401 - the rasterio module
-    try:
-        import rasterio
-    except ImportError as exc:
-        raise ImportError(f"reading satellite scenes needs rasterio ({exc}): {RASTERIO_HINT}") from None
-    return rasterio
+    return optional_import("rasterio", "reading satellite scenes", RASTERIO_HINT)
 
 
 @dataclass(frozen=True)

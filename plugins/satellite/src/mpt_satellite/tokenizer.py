@@ -62,6 +62,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mpt import patches as blocks
 from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
 from mpt.pos_embed import SplitPosEmbed, sincos_nd
@@ -81,18 +82,12 @@ MIN_SPATIAL = 4  # channels the 2-D spatial sin-cos needs at least (a sine and a
 
 def patchify(x: Tensor, p: int) -> Tensor:
     """``[B, C, H, W]`` (H, W multiples of ``p``) → ``[B, L, C, p, p]``, L = (H/p)·(W/p), row-major."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // p) * (w // p), c, p, p)
+    return blocks.patchify(x, (p, p))
 
 
-def unpatchify(patches: Tensor, grid: tuple[int, int]) -> Tensor:
+def unpatchify(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     """Inverse of :func:`patchify`: ``[B, L, C, p, p]`` on ``grid`` (H', W') → ``[B, C, H'·p, W'·p]``."""
-    b, n, c, p, _ = patches.shape
-    gh, gw = grid
-    if gh * gw != n:
-        raise ValueError(f"unpatchify: grid {grid} does not hold {n} patches")
-    return patches.reshape(b, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, gh * p, gw * p)
+    return blocks.unpatchify(tokens, grid)
 
 
 def date_encoding(years: Tensor, dim: int) -> Tensor:
@@ -390,9 +385,11 @@ class SatelliteTokenizer(Tokenizer):
         """``[B|1, C]`` → broadcastable to ``[B, C, H, W]`` or ``[B, T, C, H, W]``."""
         return stat[:, None, :, None, None] if ndim == 5 else stat[:, :, None, None]
 
-    def standardize(self, x: Tensor) -> Tensor:
-        """``(x - mean) / std`` per config band on ``[B, C, H, W]`` or ``[B, T, C, H, W]`` (NaN stays NaN)."""
-        m, s = self.mean.to(x.device)[None], self.std.to(x.device)[None]
+    def standardize(self, x: Tensor, mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
+        """``(x - mean) / std`` per band on ``[B, C, H, W]`` or ``[B, T, C, H, W]`` (NaN stays NaN); the
+        config's statistics unless ``[B|1, C]`` ones are given."""
+        m = self.mean.to(x.device)[None] if mean is None else mean
+        s = self.std.to(x.device)[None] if std is None else std
         return (x.float() - self._shape(m, x.ndim)) / self._shape(s, x.ndim)
 
     def unstandardize(self, x: Tensor) -> Tensor:
@@ -404,8 +401,7 @@ class SatelliteTokenizer(Tokenizer):
         """Raw values → ``(x - mean) / std`` per band, NaN (missing) kept. Errors: another rank, chip
         size or band count, bands that differ from ``tokenizer.bands`` (``meta["bands"]``), ±Inf."""
         x = self.check(batch)
-        mean, std = self.stats(batch, x.shape[-3], x.device)
-        return batch.replace(input=(x - self._shape(mean, x.ndim)) / self._shape(std, x.ndim))
+        return batch.replace(input=self.standardize(x, *self.stats(batch, x.shape[-3], x.device)))
 
     def _stack(self, x: Tensor) -> Tensor:
         return x if x.ndim == 5 else x[:, None]

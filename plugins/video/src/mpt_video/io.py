@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mpt.errors import DataError
+from mpt.registry import optional_import
 
 EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -46,11 +47,7 @@ class VideoInfo:
 
 
 def import_av() -> Any:  # noqa: ANN401 - the av module
-    try:
-        import av
-    except ImportError as exc:
-        raise ImportError(f"reading videos needs PyAV ({exc}): {AV_HINT}") from None
-    return av
+    return optional_import("av", "reading videos", AV_HINT)
 
 
 def find_videos(path: str | Path) -> list[Path]:

@@ -25,26 +25,19 @@ from torch import Tensor, nn
 
 from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
+from mpt.patches import patchify, unpatchify
 from mpt.pixels import PixelNorm, channel_stats, check_pixels
 from mpt_video.config import VideoTokenizerConfig
 
 
 def tubeletify(videos: Tensor, tubelet: int, patch: int) -> Tensor:
     """``[B, C, T, H, W]`` → ``[B, N, C, t, p, p]``, N = (T/t)·(H/p)·(W/p) in (time, row, col) order."""
-    b, c, t, h, w = videos.shape
-    x = videos.reshape(b, c, t // tubelet, tubelet, h // patch, patch, w // patch, patch)
-    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)
-    return x.reshape(b, (t // tubelet) * (h // patch) * (w // patch), c, tubelet, patch, patch)
+    return patchify(videos, (tubelet, patch, patch))
 
 
 def untubeletify(tubelets: Tensor, grid: tuple[int, int, int]) -> Tensor:
     """Inverse of :func:`tubeletify`: ``[B, N, C, t, p, p]`` on ``grid`` (T', H', W') → ``[B, C, T, H, W]``."""
-    b, n, c, t, p, _ = tubelets.shape
-    gt, gh, gw = grid
-    if gt * gh * gw != n:
-        raise ValueError(f"untubeletify: grid {grid} does not hold {n} tubelets")
-    x = tubelets.reshape(b, gt, gh, gw, c, t, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
-    return x.reshape(b, c, gt * t, gh * p, gw * p)
+    return unpatchify(tubelets, grid)
 
 
 class VideoTokenizer(Tokenizer):
