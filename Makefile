@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # folder, not editable (reinstalled when any of its files changes).
 EXAMPLE := examples/mpt-image
 EXAMPLE_STAMP := $(VENV)/.example-installed
-DISTS   := -e core -e cli -e plugins/pointcloud -e plugins/timeseries -e plugins/video -e plugins/audio -e plugins/satellite
+DISTS   := -e core -e cli -e plugins/pointcloud -e plugins/timeseries -e plugins/video -e plugins/audio -e plugins/satellite -e plugins/medical
 DEV     := pytest pytest-xdist hypothesis ruff mypy tensorboard setuptools
 PYPROJECTS := core/pyproject.toml cli/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 JOBS    ?= 2
@@ -54,7 +54,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy core/src cli/src plugins/pointcloud/src plugins/timeseries/src plugins/video/src plugins/audio/src plugins/satellite/src $(EXAMPLE)/src
+	$(BIN)/mypy core/src cli/src plugins/pointcloud/src plugins/timeseries/src plugins/video/src plugins/audio/src plugins/satellite/src plugins/medical/src $(EXAMPLE)/src
 
 bench: install
 	$(BIN)/python benchmarks/pretrain_throughput.py --modality pointcloud

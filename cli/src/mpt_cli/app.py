@@ -147,7 +147,13 @@ def info(path: Path = typer.Argument(..., help="An encoder/ folder or a run fold
     typer.echo(f"modality     {card['modality']} (plugin API {card['plugin_api']}, {card['versions']['plugin']})")
     typer.echo(f"architecture ViT depth {enc['depth']}, width {enc['dim']}, {enc['heads']} heads, "
                f"cls token {enc['cls_token']}, {card['num_params']:,} parameters")
-    typer.echo(f"tokenizer    {tok['settings']}")
+    settings = dict(tok["settings"])
+    plan = settings.pop("plan", None)
+    typer.echo(f"tokenizer    {settings}")
+    if isinstance(plan, dict):  # a preprocessing plan the loaded encoder replays (e.g. medical volumes)
+        typer.echo("preprocessing plan (replayed by mpt.load_encoder):")
+        for key, value in plan.items():
+            typer.echo(f"    {key:22s} {value}")
     typer.echo(f"position     {card['pos_embed']['kind']} on {card['pos_embed']['coord_dim']}-d coordinates")
     exported = f", exported: {card['exported_encoder']}" if "exported_encoder" in card else ""
     typer.echo(f"objective    {card['objective']} (recipe {card['recipe']}{exported})")

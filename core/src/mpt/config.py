@@ -265,7 +265,15 @@ def _coerce(hint: Any, value: Any, key: str, context: dict[str, Any] | None = No
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        errors = []
+        for member in inner:  # the first member the value fits (`spacing: Literal[...] | list[float]`)
+            try:
+                return _coerce(member, value, key, context)
+            except ConfigError as exc:
+                errors.append(str(exc).removeprefix(f"config key '{key}': "))
+        if len(errors) == 1:
+            raise ConfigError(key, errors[0])
+        raise ConfigError(key, f"{value!r} fits none of its forms: " + "; or ".join(errors))
     if origin is Literal:
         if value not in args:
             raise ConfigError(key, f"{value!r} is not allowed; choose one of {', '.join(map(str, args))}")

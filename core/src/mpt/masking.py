@@ -8,7 +8,8 @@ token-grid axes it needs (``grid_axes``; 0 = works on unordered sets):
 * ``block`` (1) — BEiT / SimMIM-style contiguous block on a token grid of any number of axes.
 * ``tube`` (2) — VideoMAE (Tong et al. 2022): one spatial random mask repeated at every time step.
 * ``multiblock`` (1) — I-JEPA (Assran et al. 2023): target rectangles + a context block without
-  them; on grids with >= 3 axes the rectangles span every leading axis (V-JEPA).
+  them; on grids with >= 3 axes the rectangles span every leading axis (V-JEPA), or with
+  ``boxes: true`` are boxes over every axis (3-D multi-block of volumes).
 * ``multiblock_families`` (1) — V-JEPA (Bardes et al. 2024; V-JEPA 2's configs): one mask per block
   family (8 blocks of spatial scale 0.15, 2 of 0.7), each block spanning every leading axis (all
   frames); the context is the complement of the family's targets.
@@ -97,6 +98,7 @@ class MultiblockConfig:
     target_scale: tuple[float, float] = (0.15, 0.2)  # target block area / plane area, drawn per batch
     target_aspect: tuple[float, float] = (0.75, 1.5)  # target block height / width, drawn per batch
     context_scale: tuple[float, float] = (0.85, 1.0)  # context block area / plane area
+    boxes: bool = False  # blocks are boxes over every grid axis (3-D volumes) instead of spanning the leading axes
 
 
 @dataclass
@@ -219,20 +221,28 @@ def multiblock_mask(
     target_scale: tuple[float, float] = (0.15, 0.2),
     target_aspect: tuple[float, float] = (0.75, 1.5),
     context_scale: tuple[float, float] = (0.85, 1.0),
+    boxes: bool = False,
     key: str = "mask",
 ) -> Mask:
     """I-JEPA multi-block: ``pred`` = union of ``num_targets`` target blocks, ``keep`` = one context
     block minus the targets (both among valid tokens).
 
     Blocks (see :func:`_blocks`) have sizes drawn once per batch, positions per sample; the context
-    block has aspect 1. Both sets are then cut to equal counts by :func:`pack_mask`.
+    block has aspect 1. With ``boxes`` they are boxes over every grid axis (:func:`_boxes`: the 3-D
+    multi-block of volumes) rather than rectangles spanning the leading axes. Both sets are then cut
+    to equal counts by :func:`pack_mask`.
     """
     grid = _grid(tokens, "multiblock", key)
     b, _ = _size(tokens, "multiblock", key)
     valid = _valid(tokens, generator.device)
-    pred = _blocks(grid, b, num_targets, target_scale, target_aspect, generator) & valid
-    keep = _blocks(grid, b, 1, context_scale, (1.0, 1.0), generator)
-    pred = _free_column(pred, valid, grid, generator)
+    make = _boxes if boxes else _blocks
+    pred = make(grid, b, num_targets, target_scale, target_aspect, generator) & valid
+    keep = make(grid, b, 1, context_scale, (1.0, 1.0), generator)
+    if boxes:  # where the targets cover every valid token, one of them stays visible
+        full = (pred | ~valid).all(dim=1, keepdim=True)
+        pred = pred & ~(full & _pick_one(pred, generator))
+    else:
+        pred = _free_column(pred, valid, grid, generator)
     keep = keep & ~pred & valid
     empty = ~keep.any(dim=1, keepdim=True)
     keep = keep | (empty & _pick_one(~pred & valid, generator))
@@ -445,7 +455,8 @@ def _build_multiblock(params: MultiblockConfig, key: str = "mask") -> Masker:
     _check_span(params.target_aspect, math.inf, f"{key}.target_aspect")
     _check_span(params.context_scale, 1.0, f"{key}.context_scale")
     return partial(multiblock_mask, num_targets=params.num_targets, target_scale=params.target_scale,
-                   target_aspect=params.target_aspect, context_scale=params.context_scale, key=key)
+                   target_aspect=params.target_aspect, context_scale=params.context_scale, boxes=params.boxes,
+                   key=key)
 
 
 def _build_families(params: FamiliesConfig, key: str = "mask") -> Masker:
@@ -580,6 +591,32 @@ def _blocks(grid: tuple[int, ...], b: int, k: int, scale: tuple[float, float], a
     in_cols = (cols >= left) & (cols < left + w)  # [B, k, W]
     plane = (in_rows[..., :, None] & in_cols[..., None, :]).any(dim=1)  # [B, H, W]
     return plane[:, None].expand(b, depth, h_full, w_full).reshape(b, -1)
+
+
+def _boxes(grid: tuple[int, ...], b: int, k: int, scale: tuple[float, float], aspect: tuple[float, float],
+           generator: torch.Generator) -> Tensor:
+    """``[B, N]`` bool: the union of ``k`` boxes over every axis of ``grid`` per sample. Volume
+    (``scale`` × N cells) and one side factor per axis (uniform in ``aspect``; sides proportional to
+    them) are drawn once per call, positions per sample and box; sides are rounded and kept in the grid."""
+    dev = generator.device
+    n_ax = len(grid)
+
+    def uniform(lo_hi: tuple[float, float], count: int = 1) -> Tensor:
+        draw = torch.rand(count, generator=generator, device=dev, dtype=torch.float64)
+        return lo_hi[0] + draw * (lo_hi[1] - lo_hi[0])
+
+    volume = float(uniform(scale)) * math.prod(grid)
+    factors = uniform(aspect, n_ax)
+    sides = factors * (volume / float(factors.prod())) ** (1.0 / n_ax)
+    sides = [min(max(int(round(float(s))), 1), g) for s, g in zip(sides, grid, strict=True)]
+    inside = torch.ones(b, k, *grid, dtype=torch.bool, device=dev)
+    for axis, (g, side) in enumerate(zip(grid, sides, strict=True)):
+        first = torch.randint(g - side + 1, (b, k, 1), generator=generator, device=dev)
+        cells = torch.arange(g, device=dev)
+        hit = (cells >= first) & (cells < first + side)  # [B, k, g]
+        shape = [b, k] + [g if a == axis else 1 for a in range(n_ax)]
+        inside = inside & hit.view(shape)
+    return inside.any(dim=1).reshape(b, -1)
 
 
 def _free_column(pred: Tensor, valid: Tensor, grid: tuple[int, ...], generator: torch.Generator) -> Tensor:
