@@ -3,10 +3,11 @@ checkpoints and config parsing."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -627,3 +628,25 @@ def test_patchify_cuts_the_last_axes_into_row_major_blocks_keeping_lead_axes() -
     torch.testing.assert_close(patchify(spec, (4, 3))[:, 1], spec[:, 0:4, 3:6])
     with pytest.raises(ValueError, match="does not hold"):
         unpatchify(tub, (2, 2, 3))
+
+
+@dataclasses.dataclass
+class Section:
+    spacing: Literal["onemmiso", "median"] | list[float] = "onemmiso"
+    patch: int | list[int] = 16
+    size: int | None = None
+
+
+def test_a_union_config_value_takes_the_first_form_it_fits() -> None:
+    """``spacing: Literal[...] | list[float]`` (medical) and ``patch: int | list[int]``: each member
+    is tried in order; a value that fits none is one error naming every form."""
+    from mpt.config import parse
+
+    assert parse(Section, {"spacing": "median"}).spacing == "median"
+    assert parse(Section, {"spacing": [1, 2.5, "3"]}).spacing == [1.0, 2.5, 3.0]
+    assert parse(Section, {"patch": "8"}).patch == 8 and parse(Section, {"patch": [16, 16, 4]}).patch == [16, 16, 4]
+    assert parse(Section, {"size": None}).size is None
+    with pytest.raises(ConfigError, match=r"spacing.*fits none of its forms.*onemmiso.*expected a list"):
+        parse(Section, {"spacing": "2mm"}, "data")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        parse(Section, {"size": "big"})

@@ -247,6 +247,36 @@ def test_multiblock_trims_random_members() -> None:
     assert first_short and last_short
 
 
+@FAST
+@given(grid=st.lists(st.integers(2, 8), min_size=2, max_size=3).map(tuple), batch=st.integers(1, 4),
+       k=st.integers(1, 5), seed=seeds)
+def test_multiblock_boxes_contract(grid: tuple[int, ...], batch: int, k: int, seed: int) -> None:
+    mask = multiblock_mask(make_tokens(grid, batch), gen(seed), num_targets=k, boxes=True)
+    check(mask, batch, math.prod(grid))
+
+
+def test_multiblock_boxes_are_3d_boxes_not_columns() -> None:
+    """One target box on a (8, 8, 8) volume grid: a filled box (its bounding box holds nothing else)
+    that does not span the first axis, as the leading-axis blocks of video do."""
+    grid = (8, 8, 8)
+    spans = set()
+    for seed in range(20):
+        mask = multiblock_mask(make_tokens(grid, 1), gen(seed), num_targets=1, target_scale=(0.05, 0.1), boxes=True)
+        cells = pred_cells(mask, 0, grid)
+        idx = cells.nonzero()
+        lo, hi = idx.min(0).values, idx.max(0).values + 1
+        assert int(cells.sum()) == int((hi - lo).prod())  # filled box
+        assert 0.02 * 512 <= int(cells.sum()) <= 0.15 * 512
+        spans.add(int(hi[0] - lo[0]))
+    assert max(spans) < 8  # never a full column along the first axis
+
+
+def test_multiblock_boxes_from_the_config() -> None:
+    masker = create_masker(make_choice("maskers", "multiblock", {"boxes": True, "num_targets": 2}, "jepa.mask"))
+    mask = masker(make_tokens((6, 6, 6), 2), gen(0))
+    check(as_masks(mask)[0], 2, 216)
+
+
 # ------------------------------------------------------------------ point_block (Point-MAE)
 
 @FAST

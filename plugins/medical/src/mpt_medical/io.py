@@ -103,7 +103,7 @@ def check_header(path: Path, img: Any) -> tuple[tuple[int, ...], np.ndarray]:
     if len(shape) > 4:
         raise DataError(path, f"a {len(shape)}-D array (shape {shape}): 3-D volumes or 4-D (x, y, z, channels or "
                               "frames) only; split the extra axes into separate files")
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    zooms = stored_zooms(path, img)
     if not np.isfinite(zooms).all() or (zooms <= 0).any():
         raise DataError(path, f"voxel spacing {zooms.tolist()} mm in the header (pixdim) is not positive and finite; "
                               "fix the header (e.g. nibabel: img.header.set_zooms)")
@@ -112,6 +112,19 @@ def check_header(path: Path, img: Any) -> tuple[tuple[int, ...], np.ndarray]:
         raise DataError(path, "the affine (sform/qform) is singular or not finite: the voxel axes do not span "
                               "space; fix the header's sform or qform")
     return shape, affine
+
+
+def stored_zooms(path: Path, img: Any) -> np.ndarray:
+    """The voxel sizes the header stores (pixdim 1-3), read without nibabel's header fixes, which
+    replace a zero by 1 mm with only a log message."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+    except READ_ERRORS as exc:
+        raise DataError(path, f"cannot read the NIfTI header ({exc})") from None
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
 
 
 def read_stored(path: Path, img: Any, index: tuple[slice | int, ...] | None = None) -> np.ndarray:
