@@ -148,3 +148,66 @@ def test_tokenizer_refuses_what_it_cannot_cut() -> None:
         tok.tokenize(Batch(input=torch.zeros(1, 16, 16, 16)))
     with pytest.raises(DataError, match="moments"):
         tok.normalize(Batch(input=torch.ones(1, 1, 16, 16, 16)))
+
+
+def test_kept_anisotropic_spacing_enters_positions_in_millimetres(tmp_path: Path) -> None:
+    """data.spacing none: each volume keeps its voxels, the plan records the median spacing as the
+    reference, and positions are patch indices × spacing / reference (the same mm, the same position)."""
+    (tmp_path / "d").mkdir()
+    write(tmp_path / "d" / "a.nii.gz", head((32, 32, 32)), spacing=(1.0, 1.0, 4.0))
+    write(tmp_path / "d" / "b.nii.gz", head((32, 32, 32)), spacing=(1.0, 1.0, 2.0))
+    write(tmp_path / "d" / "c.nii.gz", head((32, 32, 32)), spacing=(1.0, 1.0, 2.0))
+    modality = mpt.get_modality("medical")
+    cfg = build_config(modality, "demo", None, ["data.spacing=none", "data.crop=16", "tokenizer.patch=8"], {})
+    ds = modality.dataset(tmp_path / "d", "probe", cfg.data)
+    fitted = modality.fit(ds, cfg.tokenizer, progress=False)
+    assert fitted.spacing is None and fitted.reference_spacing == [1.0, 1.0, 2.0]
+    notes = modality.adapt(ds, cfg)
+    assert not notes  # median 1 × 1 × 2 mm: not anisotropic enough for guidance
+    tok = modality.tokenizer(fitted, 16)
+    tokens = tok.tokenize(tok.normalize(modality.collate([ds[0], ds[1]])))
+    assert tokens.coords[0, 1].tolist() == [0.0, 0.0, 2.0]  # a: second patch along z is 8 voxels × 4 mm = 32 mm
+    assert tokens.coords[1, 1].tolist() == [0.0, 0.0, 1.0]  # b: 8 voxels × 2 mm = 16 mm = one reference patch
+
+
+def test_spacing_that_does_not_fit_the_data_gets_guidance(tmp_path: Path) -> None:
+    write(tmp_path / "thick.nii.gz", head((32, 32, 12)), spacing=(0.5, 0.5, 5.0))
+    modality = mpt.get_modality("medical")
+    cfg = build_config(modality, "demo", None, ["data.spacing=onemmiso", "data.crop=16", "tokenizer.patch=8"], {})
+    notes = modality.adapt(modality.dataset(tmp_path / "thick.nii.gz", "train", cfg.data), cfg)
+    assert len(notes) == 1 and notes[0].key == "data.spacing" and notes[0].value is None
+    assert "median" in notes[0].reason and "[0.5, 0.5, 5.0]" in notes[0].reason
+
+
+@pytest.mark.parametrize("mask", [{"name": "random", "ratio": 0.75}, {"name": "block", "ratio": 0.75},
+                                  {"name": "multiblock", "boxes": True}])
+def test_3d_maskers_on_volume_tokens(mask: dict) -> None:
+    from mpt.config import make_choice
+    from mpt.contract import as_masks
+    from mpt.masking import create_masker
+
+    modality = mpt.get_modality("medical")
+    cfg = build_config(modality, "demo", None, ["data.crop=32"], {})
+    ds = modality.dataset(None, "train", cfg.data)
+    tok = modality.tokenizer(modality.fit(ds, cfg.tokenizer, progress=False), 16)
+    tokens = tok.tokenize(tok.normalize(modality.collate([ds[i] for i in range(2)])))
+    params = {k: v for k, v in mask.items() if k != "name"}
+    m = as_masks(create_masker(make_choice("maskers", mask["name"], params, "mae.mask"))(tokens, torch.Generator()))[0]
+    assert tokens.grid == (4, 4, 4)
+    hidden = torch.zeros(2, 64, dtype=torch.bool).scatter_(1, m.pred, True)
+    if mask["name"] == "block":  # 48 patches forming one face-connected region of the 3-D grid
+        cells = {tuple(c) for c in hidden[0].view(4, 4, 4).nonzero().tolist()}
+        assert len(cells) == 48
+        seen, todo = set(), [next(iter(cells))]
+        while todo:
+            c = todo.pop()
+            if c in seen:
+                continue
+            seen.add(c)
+            todo += [n for d in range(3) for s in (-1, 1)
+                     if (n := tuple(v + s * (i == d) for i, v in enumerate(c))) in cells]
+        assert seen == cells
+    elif mask["name"] == "random":
+        assert m.pred.shape[1] == 48
+    else:
+        assert not bool(hidden.all(1).any()) and m.keep.shape[1] >= 1

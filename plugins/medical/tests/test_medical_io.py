@@ -91,3 +91,14 @@ def test_file_names_and_folders(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     write(tmp_path / "sub" / "v.nii.gz", head())
     assert find_volumes(tmp_path) == [tmp_path / "sub" / "v.nii.gz"]
+
+
+def test_missing_nibabel_is_an_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mpt.errors import PluginError
+
+    path = write(tmp_path / "v.nii.gz", head())
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel → ImportError
+    with pytest.raises(PluginError, match="nibabel"):
+        probe_volume(path)

@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mpt import patches as blocks
+import mpt.patches as blocks
 from mpt.contract import Batch, Tokenizer, TokenSet
 from mpt.errors import ConfigError, DataError
 from mpt.pos_embed import SplitPosEmbed, sincos_nd
