@@ -47,6 +47,8 @@ def summary(cls: type) -> str:
 
 
 def type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Union:  # Union[Literal[...], list[float]] → Literal[...] | list[float]
+        return " | ".join(type_name(a) for a in typing.get_args(hint))
     text = str(hint).replace("typing.", "").replace("NoneType", "None")
     return re.sub(r"<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], text)
 

@@ -102,3 +102,14 @@ def test_missing_nibabel_is_an_install_hint(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel → ImportError
     with pytest.raises(PluginError, match="nibabel"):
         probe_volume(path)
+
+
+def test_foreground_box_is_what_differs_from_the_background(tmp_path: Path) -> None:
+    """The box foreground crops are drawn in: voxels unlike the commonest corner value, whether the
+    background is 0, CT air or the negative floor of a z-scored file."""
+    for background in (0.0, -1000.0, -1.7):
+        vol = np.full((30, 30, 30), background, np.float32)
+        vol[5:12, 8:20, 3:9] = np.linspace(1, 2, 7 * 12 * 6).reshape(7, 12, 6)
+        vol[20:25, 2:4, 22:29] = background - 5.0  # darker than the background is foreground too
+        info = probe_volume(write(tmp_path / f"v{background}.nii.gz", vol))
+        assert info.boxes[0] == ((5, 2, 3), (25, 20, 29))

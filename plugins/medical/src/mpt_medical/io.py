@@ -65,7 +65,8 @@ class Moments:
 class VolumeInfo:
     """What probing a file found: the stored ``shape`` (3-D, or 4-D with ``frames``), its affine, the
     orientation to RAS, the oriented shape and spacing (mm), the foreground box of each frame
-    (oriented voxel index ``[lo, hi)``: voxels above the frame's minimum) and its moments."""
+    (oriented voxel index ``[lo, hi)`` of the voxels that differ from the background, the commonest
+    value of its eight corners) and its moments."""
 
     path: Path
     shape: tuple[int, ...]
@@ -148,7 +149,9 @@ def frame_facts(path: Path, vol: np.ndarray, ornt: np.ndarray, frame: int | None
     lo_v, hi_v = float(vol.min()), float(vol.max())
     if hi_v - lo_v <= 1e-12 * max(abs(hi_v), 1.0):
         raise DataError(path, f"a constant volume{where} (every voxel {lo_v:g}): nothing to learn from; leave it out")
-    fg = vol > lo_v
+    corners = vol[np.ix_(*[[0, n - 1] for n in vol.shape])].ravel()
+    values, counts = np.unique(corners, return_counts=True)
+    fg = vol != values[counts.argmax()]  # background: the commonest corner value (0, air, a z-scored floor)
     idx = [np.flatnonzero(fg.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3)]
     stored_lo = [int(i[0]) for i in idx]
     stored_hi = [int(i[-1]) + 1 for i in idx]

@@ -67,13 +67,14 @@ class Medical(Modality):
     def fit(self, dataset: SampleDataset, config: MedicalTokenizerConfig,
             progress: bool = True) -> MedicalTokenizerConfig:
         """The plan completed from the training data: the data config's orientation, resolved
-        spacing (``median`` → numbers), the reference spacing of positions, the crop and the channel
+        spacing (``median`` → numbers), the reference spacing of positions (the target spacing, or the
+        volumes' median when they keep their own; a recipe's value is kept), the crop and the channel
         count; for CT the window (0.5 / 99.5 percentiles of the foreground) and mean/std, unless given.
         A tokenizer value that contradicts the data is a ConfigError."""
         data: MedicalDataConfig = dataset.config  # type: ignore[attr-defined]
         spacing = None if dataset.spacing is None else [float(v) for v in dataset.spacing]  # type: ignore[attr-defined]
         plan = {"orientation": data.orientation, "spacing": spacing,
-                "reference_spacing": [float(v) for v in dataset.reference],  # type: ignore[attr-defined]
+                "reference_spacing": config.reference_spacing or [float(v) for v in dataset.reference],  # type: ignore[attr-defined]
                 "crop": list(dataset.crop), "channels": dataset.channels}  # type: ignore[attr-defined]
         defaults = MedicalTokenizerConfig()
         for key, value in plan.items():
