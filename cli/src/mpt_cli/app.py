@@ -83,6 +83,8 @@ def pretrain(
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1, help="Checkpoint interval."),
     log_every: int | None = typer.Option(None, "--log-every", min=1, help="Log interval (steps)."),
     num_workers: int | None = typer.Option(None, "--num-workers", min=0, help="DataLoader workers."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads per process (default: the "
+                                       "cores other processes leave free, measured at start)."),
     log_with: Tracker | None = typer.Option(None, "--log-with", help="none, tensorboard or wandb."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files, list them."),
 ) -> None:
@@ -95,7 +97,7 @@ def pretrain(
     flags = {"objective": objective,
              "train": {"max_steps": max_steps, "batch_size": batch_size, "seed": seed,
                        "precision": precision.value if precision else None, "checkpoint_every": checkpoint_every,
-                       "log_every": log_every, "num_workers": num_workers,
+                       "log_every": log_every, "num_workers": num_workers, "threads": threads,
                        "log_with": log_with.value if log_with else None}}
     out = out or Path("runs") / f"{modality}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:

@@ -147,6 +147,7 @@ class TrainConfig:
     export_every: int | None = bounded(None, ge=1)  # steps between encoder snapshots OUT/encoders/step-N
     adapt: bool = True  # let the modality adapt the recipe's values to the data (Modality.adapt); yours never change
     num_workers: int = bounded(0, ge=0)  # DataLoader worker processes
+    threads: int | None = bounded(None, ge=1)  # CPU threads per process; None = the cores other processes leave free
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # experiment tracker
 
 
@@ -411,6 +412,16 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+RECORD_ONLY = ("versions", "runtime")
+"""Sections a run's config.yaml records but a config never sets (versions; processes and threads)."""
+
+
+def without_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config file's mapping without the :data:`RECORD_ONLY` sections, so a run's config.yaml can be
+    passed back as ``--config``."""
+    return {k: v for k, v in raw.items() if k not in RECORD_ONLY}
+
+
 def build_config(modality: Modality, recipe: str | None = None, config_file: Path | None = None,
                  sets: Sequence[str] = (), flags: dict[str, Any] | None = None) -> Config:
     """Resolve a run's config: recipe ← ``config_file`` ← ``--set`` overrides ← CLI ``flags``.
@@ -426,7 +437,7 @@ def build_config(modality: Modality, recipe: str | None = None, config_file: Pat
         raise ConfigError("recipe", f"unknown recipe '{name}' for {modality.name}; "
                                     f"choose one of {', '.join(sorted(recipes))}")
     raw = load_yaml(recipes[name].path)
-    layers = [load_yaml(config_file)] if config_file is not None else []
+    layers = [without_record(load_yaml(config_file))] if config_file is not None else []
     layers += [parse_set(a) for a in sets] + [_drop_none(flags or {})]
     for layer in layers:
         raw = merge_layer(raw, layer)

@@ -68,6 +68,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     out = Path(out)
     existing = check_out_folder(out, resume)
     accelerator = make_run_accelerator(cfg, out)
+    threads = cpu_threads(cfg, accelerator, progress)
     dataset, said = open_recording(modality, cfg, data, skip_bad_files)
     cfg, dataset, said, adapted = adapt_to_data(modality, cfg, dataset, said, data, skip_bad_files)
     for w in said:  # what opening the data warned (series skipped …), for the data as adapted
@@ -84,7 +85,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     step, first_loss = restore(existing, cfg, objective, optimizer) if resume else (0, None)
     skipped = list(getattr(dataset, "skipped", []))
     if accelerator.is_main_process:
-        write_run_files(out, cfg, step, skipped, adapted)
+        write_run_files(out, cfg, step, skipped, adapted, {"processes": accelerator.num_processes, **threads})
     objective, optimizer = accelerator.prepare(objective, optimizer)
     model: Objective = accelerator.unwrap_model(objective)
     configure_attention(model, accelerator.device, cfg.train.precision)
@@ -291,14 +292,29 @@ def write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
 
 
-def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, str]], adapted: list[str]) -> None:
-    """``config.yaml`` (with versions; what :func:`adapt_to_data` changed as comments at the top),
-    ``skipped.txt``, and metrics cut back to ``step``."""
+def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, str]], adapted: list[str],
+                    runtime: dict[str, Any] | None = None) -> None:
+    """``config.yaml`` (with versions and the ``runtime`` this run got: processes, threads; what
+    :func:`adapt_to_data` changed as comments at the top), ``skipped.txt``, and metrics cut back to ``step``."""
     write_skipped(out, skipped)
     keep_metrics(out / "metrics.jsonl", step)
     versions = {"mpt-core": dist_version("mpt-core"), "torch": str(torch.__version__)}
     header = "".join(f"# {line}\n" for line in adapted)
-    (out / "config.yaml").write_text(header + yaml.safe_dump({**cfg.to_dict(), "versions": versions}, sort_keys=False))
+    record = {**cfg.to_dict(), "versions": versions, **({"runtime": runtime} if runtime else {})}
+    (out / "config.yaml").write_text(header + yaml.safe_dump(record, sort_keys=False))
+
+
+def cpu_threads(cfg: Config, accelerator: Accelerator, progress: bool) -> dict[str, Any]:
+    """On a CPU device, torch's intra-op threads by :func:`mpt.threads.apply_threads` (printed);
+    ``{"threads": n, "threads_reason": ...}`` for config.yaml, or {} on an accelerator."""
+    if accelerator.device.type != "cpu":
+        return {}
+    from mpt.threads import apply_threads
+
+    n, reason = apply_threads(cfg.train.threads, accelerator.num_processes)
+    if progress and accelerator.is_main_process:
+        print(f"cpu: {reason}", file=sys.stderr, flush=True)
+    return {"threads": n, "threads_reason": reason}
 
 
 def configure_attention(model: Objective, device: torch.device, precision: str = "no") -> None:
