@@ -1,7 +1,8 @@
 """CPU thread policy under a competing process: wall time of a small ``mpt pretrain`` run with torch's
 default thread count, with mpt's default policy (:mod:`mpt.threads`) and with one thread, on a quiet
 machine and with ``--competitors`` busy processes (one pure-Python spin loop each). One JSON line
-per run on stdout, then one summary line with the ratios.
+per run on stdout (``--repeats`` runs per setting, the policies' order alternating), then one summary
+line with the medians and their ratios.
 
     .venv/bin/python benchmarks/threads.py --modality timeseries --steps 300
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,41 +47,49 @@ def threads_used(out: Path) -> int | None:
     return runtime.get("threads")
 
 
+def start_competitors(n: int) -> list:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=spin, args=(time.time() + 3600,)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    time.sleep(1.0)
+    return procs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modality", default="timeseries")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--competitors", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="runs per (load, policy), policies alternating")
     p.add_argument("--set", dest="set_args", action="append", default=[], type=lambda s: f"--set={s}")
     args = p.parse_args()
-    results: dict[str, float] = {}
+    walls: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for load in ("quiet", "busy"):
-            procs = []
-            if load == "busy":
-                ctx = mp.get_context("spawn")
-                procs = [ctx.Process(target=spin, args=(time.time() + 3600,)) for _ in range(args.competitors)]
-                for proc in procs:
-                    proc.start()
-                time.sleep(1.0)
+            procs = start_competitors(args.competitors) if load == "busy" else []
             try:
-                for name, extra in POLICIES.items():
-                    out = Path(tmp) / f"{load}-{name}"
-                    wall = run_once(args, extra, out)
-                    results[f"{load}/{name}"] = wall
-                    print(json.dumps({"bench": BENCH, "modality": args.modality, "steps": args.steps, "load": load,
-                                      "competitors": args.competitors if load == "busy" else 0, "policy": name,
-                                      "threads": threads_used(out), "wall_s": round(wall, 2),
-                                      "cores": len(os.sched_getaffinity(0))}), flush=True)
+                for rep in range(args.repeats):
+                    order = list(POLICIES.items()) if rep % 2 == 0 else list(POLICIES.items())[::-1]
+                    for name, extra in order:
+                        out = Path(tmp) / f"{load}-{name}-{rep}"
+                        wall = run_once(args, extra, out)
+                        walls.setdefault(f"{load}/{name}", []).append(wall)
+                        print(json.dumps({"bench": BENCH, "modality": args.modality, "steps": args.steps,
+                                          "load": load, "competitors": args.competitors if load == "busy" else 0,
+                                          "policy": name, "repeat": rep, "threads": threads_used(out),
+                                          "wall_s": round(wall, 2), "cores": len(os.sched_getaffinity(0))}),
+                              flush=True)
             finally:
                 for proc in procs:
                     proc.terminate()
                     proc.join()
-    print(json.dumps({"bench": BENCH, "summary": True,
-                      "busy_torch_default_over_mpt_default": round(results["busy/torch-default"]
-                                                                   / results["busy/mpt-default"], 2),
-                      "quiet_mpt_default_over_torch_default": round(results["quiet/mpt-default"]
-                                                                    / results["quiet/torch-default"], 2)}))
+    median = {k: statistics.median(v) for k, v in walls.items()}
+    print(json.dumps({"bench": BENCH, "summary": True, "median_wall_s": {k: round(v, 2) for k, v in median.items()},
+                      "busy_torch_default_over_mpt_default": round(median["busy/torch-default"]
+                                                                   / median["busy/mpt-default"], 2),
+                      "quiet_mpt_default_over_torch_default": round(median["quiet/mpt-default"]
+                                                                    / median["quiet/torch-default"], 2)}))
 
 
 if __name__ == "__main__":

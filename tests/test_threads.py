@@ -3,8 +3,6 @@ config.yaml records the runtime and can be passed back as --config."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from pathlib import Path
 
 import pytest
@@ -27,22 +25,16 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch,
     assert threads.choose_threads(3, processes)[0] == 3  # an explicit count is taken as is
 
 
-def _spin(stop: float) -> None:
-    while time.time() < stop:
-        pass
-
-
-def test_busy_cores_sees_a_competing_process() -> None:
-    quiet = threads.busy_cores(0.3)
-    proc = mp.get_context("spawn").Process(target=_spin, args=(time.time() + 5,))
-    proc.start()
-    try:
-        time.sleep(1.0)  # the child has started spinning
-        loaded = threads.busy_cores(0.5)
-    finally:
-        proc.terminate()
-        proc.join()
-    assert loaded > quiet + 0.5, (quiet, loaded)
+def test_busy_cores_is_the_busy_share_of_all_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(busy, total) jiffies over the window: 150 of 400 jiffies busy on 4 CPUs → 1.5 cores busy."""
+    samples = iter([(1000.0, 10000.0), (1150.0, 10400.0)])
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    assert threads.busy_cores(0.0) == pytest.approx(1.5)
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)  # no /proc/stat: nothing known busy
+    assert threads.busy_cores(0.0) == 0.0
+    monkeypatch.undo()
+    assert 0.0 <= threads.busy_cores(0.05) <= (threads.os.cpu_count() or 1) + 1e-6  # the real /proc/stat
 
 
 def test_threads_flag_is_applied_and_recorded(tmp_path: Path) -> None:
@@ -54,7 +46,8 @@ def test_threads_flag_is_applied_and_recorded(tmp_path: Path) -> None:
         assert torch.get_num_threads() == 1
         record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
         assert record["train"]["threads"] == 1
-        assert record["runtime"] == {"processes": 1, "threads": 1, "threads_reason": "1 thread (train.threads)"}
+        assert record["runtime"] == {"processes": 1, "batch_per_process": 8, "global_batch": 8, "threads": 1,
+                                     "threads_reason": "1 thread (train.threads)"}
         again = invoke("pretrain", "--modality", "pointcloud", "--config", tmp_path / "run" / "config.yaml",
                        "--max-steps", "1", "--out", tmp_path / "again")
         assert again.exit_code == 0, again.output  # versions and runtime are records, not settings

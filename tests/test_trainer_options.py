@@ -177,6 +177,50 @@ def test_accumulation_across_an_epoch_end_uses_each_batch_once(tmp_path: Path,
     assert consumed == stream  # 3 steps × 2 batches = both epochs, each batch once, in order
 
 
+ACCELERATE_2CPU = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def launch(prefix: list[str], out: Path, batch: int, steps: int = 10):  # noqa: ANN201 - CompletedProcess
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, *prefix, "-m", "mpt_cli", *run_args(out, "--log-every", "1", *tiny_args(
+        "optim.warmup_steps=1", NO_FIGURES, batch_size=batch), steps=steps)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_accelerate_two_cpu_processes_match_one_process_with_the_global_batch(tmp_path: Path) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs: 2 gloo processes
+    × batch 4 follow 1 process × batch 8 (same data order and init; each process draws its own masks,
+    so losses agree within a tolerance, measured 0-5 % per step over 10 steps); config.yaml records it."""
+    import yaml
+
+    two = launch(ACCELERATE_2CPU, tmp_path / "two", batch=4)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch([], tmp_path / "one", batch=8)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = losses(read_metrics(tmp_path / "one")), losses(read_metrics(tmp_path / "two"))
+    assert sorted(a) == sorted(b) == list(range(1, 11))
+    rel = [abs(a[s] - b[s]) / a[s] for s in a]
+    assert rel[0] < 0.01 and max(rel) < 0.12 and sum(rel) / len(rel) < 0.04, rel
+    runtime = yaml.safe_load((tmp_path / "two" / "config.yaml").read_text())["runtime"]
+    assert (runtime["processes"], runtime["batch_per_process"], runtime["global_batch"]) == (2, 4, 8)
+    assert two.stdout.count("done: 10 steps") == 1
+
+
+def test_accelerate_cpu_flag_with_two_processes_is_refused(tmp_path: Path) -> None:
+    """`accelerate launch --cpu --num_processes 2` starts one process: a clear error, not a silent
+    one-process run."""
+    prefix = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    proc = launch(prefix, tmp_path / "run", batch=4, steps=2)
+    assert proc.returncode != 0
+    assert "starts ONE process" in proc.stderr + proc.stdout and "--multi_gpu" in proc.stderr + proc.stdout
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_two_processes_on_cpu_share_the_work(tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2 -m mpt_cli pretrain``: data parallel over gloo on CPUs."""
     import json

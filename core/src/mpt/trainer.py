@@ -85,7 +85,9 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     step, first_loss = restore(existing, cfg, objective, optimizer) if resume else (0, None)
     skipped = list(getattr(dataset, "skipped", []))
     if accelerator.is_main_process:
-        write_run_files(out, cfg, step, skipped, adapted, {"processes": accelerator.num_processes, **threads})
+        write_run_files(out, cfg, step, skipped, adapted, {
+            "processes": accelerator.num_processes, "batch_per_process": cfg.train.batch_size,
+            "global_batch": cfg.train.batch_size * accelerator.num_processes * cfg.optim.accumulate, **threads})
     objective, optimizer = accelerator.prepare(objective, optimizer)
     model: Objective = accelerator.unwrap_model(objective)
     configure_attention(model, accelerator.device, cfg.train.precision)
@@ -158,7 +160,25 @@ def check_out_folder(out: Path, resume: bool) -> list[Path]:
     return existing
 
 
+def check_launch() -> None:
+    """A TrainingError for ``accelerate launch --cpu --num_processes N`` (N > 1): Accelerate's CPU
+    launcher starts one process (several only through mpirun with ``--mpirun_hostfile``) and sets
+    MASTER_ADDR as if it had started N; training would silently run on one process."""
+    import os
+
+    from accelerate.utils import str_to_bool
+
+    one_process = os.environ.get("WORLD_SIZE") in (None, "1") and "OMPI_COMM_WORLD_SIZE" not in os.environ
+    if one_process and str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false")) and "MASTER_ADDR" in os.environ:
+        raise TrainingError("accelerate launch --cpu with --num_processes > 1 starts ONE process (Accelerate's CPU "
+                            "launcher runs several only through mpirun, --mpirun_hostfile). For N CPU processes run "
+                            "`accelerate launch --multi_gpu --num_processes N -m mpt_cli pretrain ...` (torchrun "
+                            "with gloo on a machine without GPUs) or `torchrun --nproc_per_node N -m mpt_cli pretrain "
+                            "...`; for one process drop --num_processes.")
+
+
 def make_run_accelerator(cfg: Config, out: Path) -> Accelerator:
+    check_launch()
     log_with = cfg.train.log_with
     if log_with != "none" and importlib.util.find_spec(log_with) is None:
         raise ConfigError("train.log_with", f"'{log_with}' is not installed; "
