@@ -181,12 +181,12 @@ ACCELERATE_2CPU = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_pro
                    "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
-def launch(prefix: list[str], out: Path, batch: int, steps: int = 10):  # noqa: ANN201 - CompletedProcess
+def launch(prefix: list[str], out: Path, batch: int, steps: int = 10, *extra: str):  # noqa: ANN201 - CompletedProcess
     import os
     import subprocess
     import sys
 
-    cmd = [sys.executable, *prefix, "-m", "mpt_cli", *run_args(out, "--log-every", "1", *tiny_args(
+    cmd = [sys.executable, *prefix, "-m", "mpt_cli", *run_args(out, "--log-every", "1", *extra, *tiny_args(
         "optim.warmup_steps=1", NO_FIGURES, batch_size=batch), steps=steps)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -208,6 +208,64 @@ def test_accelerate_two_cpu_processes_match_one_process_with_the_global_batch(tm
     runtime = yaml.safe_load((tmp_path / "two" / "config.yaml").read_text())["runtime"]
     assert (runtime["processes"], runtime["batch_per_process"], runtime["global_batch"]) == (2, 4, 8)
     assert two.stdout.count("done: 10 steps") == 1
+
+
+def test_resume_with_another_process_count_keeps_the_global_batch(tmp_path: Path) -> None:
+    """2 processes × 4 stopped at step 5, resumed by 1 process × 8: it continues (the data order is
+    global); 1 process × 4 (another global batch) is refused with the batch size to use."""
+    import shutil
+
+    out = tmp_path / "run"
+    first = launch(ACCELERATE_2CPU, out, 4, 10, "--checkpoint-every", "5")
+    assert first.returncode == 0, first.stderr[-3000:]
+    ten = losses(read_metrics(out))
+    shutil.rmtree(out / "checkpoints" / "step-10")  # as if stopped after the step-5 checkpoint
+    wrong = invoke(*run_args(out, "--resume", *tiny_args("optim.warmup_steps=1", NO_FIGURES, batch_size=4), steps=10))
+    assert wrong.exit_code != 0 and "--batch-size 8" in wrong.output
+    again = invoke(*run_args(out, "--resume", "--log-every", "1",
+                             *tiny_args("optim.warmup_steps=1", NO_FIGURES, batch_size=8), steps=10))
+    assert again.exit_code == 0, again.output
+    resumed = losses(read_metrics(out))
+    assert sorted(resumed) == list(range(1, 11)) and all(resumed[s] == ten[s] for s in range(1, 6))
+    rel = [abs(resumed[s] - ten[s]) / ten[s] for s in range(6, 11)]
+    assert max(rel) < 0.12, rel  # the same samples; masks are drawn per process, so not bit-equal
+
+
+def test_a_killed_worker_stops_the_run_and_the_last_checkpoint_survives(tmp_path: Path) -> None:
+    """Rank 1 killed mid-run: the launcher stops the other rank and fails; the last checkpoint is
+    complete and the run resumes from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, *ACCELERATE_2CPU, "-m", "mpt_cli", *run_args(
+        out, "--checkpoint-every", "5", *tiny_args("optim.warmup_steps=1", NO_FIGURES, batch_size=4), steps=100000)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 240
+        while not list_checkpoints(out / "checkpoints") and time.time() < deadline:
+            time.sleep(0.5)
+        assert list_checkpoints(out / "checkpoints"), "no checkpoint written"
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if c.environ().get("RANK") == "1" and "mpt_cli" in " ".join(c.cmdline())]
+        assert workers
+        workers[0].send_signal(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "mpt_cli" in stderr and ("failed" in stderr.lower() or "SIGKILL" in stderr), stderr[-2000:]
+    last = list_checkpoints(out / "checkpoints")[-1]
+    again = invoke(*run_args(out, "--resume", *tiny_args("optim.warmup_steps=1", NO_FIGURES, batch_size=8),
+                             steps=int(last.name.split("-")[1]) + 2))
+    assert again.exit_code == 0, again.output
 
 
 def test_accelerate_cpu_flag_with_two_processes_is_refused(tmp_path: Path) -> None:

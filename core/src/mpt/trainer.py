@@ -82,7 +82,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     stream = open_loader(dataset, accelerator, cfg.train.batch_size, modality.collate, cfg.train.seed,
                          cfg.train.num_workers, what=str(data or "demo data"))
     total, warmup = schedule(cfg, stream)
-    step, first_loss = restore(existing, cfg, objective, optimizer) if resume else (0, None)
+    step, first_loss = restore(existing, cfg, objective, optimizer, accelerator.num_processes) if resume else (0, None)
     skipped = list(getattr(dataset, "skipped", []))
     if accelerator.is_main_process:
         write_run_files(out, cfg, step, skipped, adapted, {
@@ -125,7 +125,8 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
             figures.append(write_figure(model, modality, cfg, out, step, step_loss, batch, tokens, masks, result))
         if accelerator.is_main_process and (
                 (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == total):
-            state = {"config": cfg.to_dict(), "first_loss": first_loss, "last_loss": step_loss}
+            state = {"config": cfg.to_dict(), "first_loss": first_loss, "last_loss": step_loss,
+                     "processes": accelerator.num_processes}
             last_ckpt = save_checkpoint(out / "checkpoints", step, model, optimizer, state, cfg.train.keep_last)
         every = cfg.train.export_every
         if accelerator.is_main_process and every and step % every == 0 and step < total:
@@ -291,11 +292,13 @@ def schedule(cfg: Config, stream: Loader) -> tuple[int, int]:
     return total, warmup
 
 
-def restore(existing: list[Path], cfg: Config, objective: Objective,
-            optimizer: torch.optim.Optimizer) -> tuple[int, float | None]:
+def restore(existing: list[Path], cfg: Config, objective: Objective, optimizer: torch.optim.Optimizer,
+            processes: int = 1) -> tuple[int, float | None]:
     """Load the last checkpoint into ``objective`` and ``optimizer``; its step and first loss.
-    Configs are compared before any tensor is read, so a changed size names its key."""
-    check_resume(read_state(existing[-1]).get("config", {}), cfg.to_dict())
+    Configs are compared before any tensor is read, so a changed size names its key. Another
+    process count resumes when the global batch (processes × train.batch_size) is the one saved."""
+    saved = read_state(existing[-1])
+    check_resume(saved.get("config", {}), cfg.to_dict(), int(saved.get("processes", 1)), processes)
     state = load_checkpoint(existing[-1], objective, optimizer)
     return state["step"], state.get("first_loss")
 
@@ -464,8 +467,21 @@ def keep_metrics(path: Path, upto: int) -> None:
     path.write_text("".join(ln for ln in lines if json.loads(ln)["step"] <= upto))
 
 
-def check_resume(saved: dict[str, Any], current: dict[str, Any]) -> None:
+def check_resume(saved: dict[str, Any], current: dict[str, Any], saved_processes: int = 1, processes: int = 1) -> None:
+    """A ConfigError naming the first key that differs from the run being resumed (other than
+    :data:`RESUMABLE_KEYS`); ``train.batch_size`` may differ when the process count changed and the
+    global batch did not (the data order is one global order, so the run continues where it stopped)."""
     a, b = flat(saved), flat(current)
+    global_saved = int(a.get("train.batch_size", 0)) * saved_processes
+    if saved_processes != processes and int(b.get("train.batch_size", 0)) * processes != global_saved:
+        hint = (f"--batch-size {global_saved // processes}" if global_saved % processes == 0
+                else f"a process count that divides {global_saved}")
+        raise ConfigError("train.batch_size", f"the run being resumed had a global batch of {global_saved} "
+                                              f"({saved_processes} processes × {a.get('train.batch_size')}); with "
+                                              f"{processes} processes resume with {hint}")
+    if saved_processes != processes:
+        a.pop("train.batch_size", None)
+        b.pop("train.batch_size", None)
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS]
     if changed:
         diffs = "; ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in changed[:5])
