@@ -1,5 +1,5 @@
 """Volume figure of sample 0: three orthogonal slices through the crop centre (sagittal, coronal,
-axial; RAS, so anterior and superior point up) in rows original | encoder input (hidden patches grey)
+axial; RAS, so anterior and superior point up) in rows original | encoder input (hidden patches blue)
 | visible + reconstruction (MAE) — JEPA draws the first two rows.
 
 Values are the normalised intensities the encoder sees, shown from the 1st to the 99th percentile
@@ -72,7 +72,7 @@ def visualize(figure: Figure, path: Path) -> None:
         for c, (values, hidden) in enumerate(images[r]):
             img = np.clip((values - lo) / (hi - lo), 0, 1)
             rgb = np.repeat(np.where(np.isnan(img), 1.0, img)[..., None], 3, axis=-1)
-            rgb[hidden > 0.5] = (0.55, 0.55, 0.6)
+            rgb[hidden > 0.5] = (0.2, 0.3, 0.55)  # hidden patches: blue, apart from any grey value
             ax = axes[r, c]
             ax.imshow(rgb, interpolation="nearest")
             ax.set_xticks([])
