@@ -18,12 +18,16 @@ stderr; ``evaluation.png`` and ``curve.png`` go to ``--out`` (default ``WORKDIR/
     python benchmarks/learning_quality.py --modality pointcloud --dataset mesh-crops --data MESHES/ ...
     python benchmarks/learning_quality.py --modality video --dataset clip-identity --data VIDEOS/ ...
     python benchmarks/learning_quality.py --modality audio --dataset sound-families --data SONIC_PI/ ...
+    python benchmarks/learning_quality.py --modality medical --dataset mni-tissue --data MNI152_FOLDER/ ...
 
 ``--dataset digits`` writes scikit-learn's digits (benchmark-only extra: ``pip install scikit-learn``)
 as 32×32 PNGs; ``--dataset mesh-crops`` writes partial views of the meshes under ``--data`` (see
 :func:`write_mesh_crops`), ``--dataset clip-identity`` time segments of the videos under ``--data``
 (:func:`write_clip_segments`), ``--dataset sound-families`` a labels file of the sounds' file-name
-prefixes (:func:`write_prefix_labels`). They land in ``--workdir`` (default: a temporary folder).
+prefixes (:func:`write_prefix_labels`), ``--dataset mni-tissue`` crops of the MNI152 T1 labelled by
+its tissue maps, left hemisphere / right hemisphere (:func:`write_mni_tissue`; pretraining with
+``MNI_SETS`` first: the crops are z-scored with the whole volume's statistics, so
+``tokenizer.intensity=none``). They land in ``--workdir`` (default: a temporary folder).
 
 Pretraining draws the modality's figure at its last step (``pretrain_for_budget`` sets
 ``train.figure_every`` to the run's length). The time-series figure of a univariate series used to
@@ -61,6 +65,11 @@ DIGITS_TASK = ("scikit-learn digits (1797 grey 8x8 images, 10 classes) upscaled 
 # one file per distinct object (the shared folder holds some objects in several formats)
 MESHES = {"airplane": "airplane.ply", "ant": "ant.ply", "cube": "OFF_Cube.off", "nut": "nut.ply",
           "sphere": "sphere.ply", "spider": "OBJ_spider.obj", "wuson": "OFF_Wuson.off"}
+MNI_CLASSES = ("background", "grey", "white")  # mni-tissue: background = 1 - gm - wm (CSF and outside the brain)
+MNI_CENTRE = 8  # mni-tissue: side of the central box whose mean probabilities label a crop
+# mni-tissue: set before --set (which can override them): files are the 32^3 crops, already z-scored with the
+# whole volume's statistics (so no per-file intensity policy), at their own 1 mm spacing, one crop per file
+MNI_SETS = ("data.crop=32", "data.spacing=none", "data.crops=1", "tokenizer.patch=8", "tokenizer.intensity=none")
 
 
 def log(msg: str) -> None:
@@ -206,6 +215,95 @@ def write_prefix_labels(source: Path, root: Path, min_files: int = 4,
     return root / "files", labels, len(audio) - len(files)
 
 
+def box_means(vol: np.ndarray, size: int) -> np.ndarray:
+    """Mean of ``vol`` over every ``size``³ box inside it, indexed by the box's first voxel (an
+    integral volume: shape ``vol.shape - size + 1``, float64)."""
+    c = np.pad(vol.astype(np.float64), ((1, 0),) * 3).cumsum(0).cumsum(1).cumsum(2)
+    lo, hi = slice(None, -size), slice(size, None)
+    total = (c[hi, hi, hi] - c[lo, hi, hi] - c[hi, lo, hi] - c[hi, hi, lo]
+             + c[lo, lo, hi] + c[lo, hi, lo] + c[hi, lo, lo] - c[lo, lo, lo])
+    return total / size**3
+
+
+def mni_crop_table(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per crop start ``(sx, sy, sz)`` (every ``crop``³ crop fully inside the volume): the label —
+    argmax of the mean background / grey / white probability over the crop's central ``MNI_CENTRE``³
+    voxels (background = 1 − gm − wm; ties go to the lower class) — and whether the crop may be used:
+    some T1 > 0 voxel in it and its centre voxel inside the bounding box of the T1 > 0 voxels."""
+    probs = (np.clip(1 - gm - wm, 0, 1), gm, wm)
+    n = [s - crop + 1 for s in t1.shape]
+    off = (crop - MNI_CENTRE) // 2
+    means = np.stack([box_means(p, MNI_CENTRE)[off:off + n[0], off:off + n[1], off:off + n[2]] for p in probs])
+    usable = box_means(t1 > 0, crop) > 0
+    fg = np.argwhere(t1 > 0)
+    for k, (lo, hi) in enumerate(zip(fg.min(0), fg.max(0), strict=True)):
+        centre = np.arange(n[k]) + crop // 2
+        shape = [1, 1, 1]
+        shape[k] = n[k]
+        usable &= ((centre >= lo) & (centre <= hi)).reshape(shape)
+    return means.argmax(0), usable
+
+
+def write_mni_tissue(t1: Path, gm: Path, wm: Path, root: Path, *, crop: int = 32, per_class: int = 200,
+                     seed: int = 0) -> tuple[Path, Path, str]:
+    """Tissue class of the centre of a crop of the MNI152 T1, train on the left hemisphere, eval on the right.
+
+    ``t1``, ``gm``, ``wm``: the T1 and its grey / white-matter probability maps (uint8 0–255 read as
+    0–1) on one grid with a diagonal RAS affine. Classes ``MNI_CLASSES`` by :func:`mni_crop_table`;
+    per hemisphere and class, ``per_class`` crop starts drawn without replacement (fewer if there are
+    fewer), each (side, class) from its own seeded stream, so eval crops are not chosen as mirrors of
+    train ones. Train: crop centres at world x < −crop/2 (left), eval: x > +crop/2 (right): no crop
+    reaches the midline. Files ``root/{train,eval}/<class>/NNNN.nii.gz`` (float32, the source affine
+    moved to the crop's first voxel). Intensity: the T1 z-scored with the WHOLE volume's foreground
+    statistics (mean / std of its T1 ≠ 0 voxels), 0 where T1 = 0 — the plugin's ``mri`` policy would
+    z-score each file over its own nonzero voxels, i.e. per crop, so pretrain with
+    ``tokenizer.intensity=none`` (``MNI_SETS``). The sym_09a template is exactly left-right symmetric,
+    so the right hemisphere is the mirror image of the left: this is a mirrored-anatomy split of one
+    brain, not new subjects.
+    """
+    from mpt_medical.io import probe_volume, read_raw, write_nifti
+
+    vols = [read_raw(f)[0][0].numpy().astype(np.float64) for f in (t1, gm, wm)]
+    affine = probe_volume(t1).affine
+    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3]))) or (np.diag(affine)[:3] <= 0).any():
+        raise SystemExit(f"--dataset mni-tissue: {t1} needs a diagonal RAS affine, got {affine.tolist()}")
+    x, g, w = vols[0], vols[1] / 255, vols[2] / 255
+    labels, usable = mni_crop_table(x, g, w, crop)
+    fg = x[x != 0]
+    z = np.where(x != 0, (x - fg.mean()) / fg.std(), 0).astype(np.float32)
+    world_x = affine[0, 0] * (np.arange(labels.shape[0]) + (crop - 1) / 2) + affine[0, 3]
+    counts: dict[str, list[int]] = {}
+    for side_index, (side, wanted) in enumerate((("train", world_x < -crop / 2), ("eval", world_x > crop / 2))):
+        for k, name in enumerate(MNI_CLASSES):
+            pool = np.argwhere(usable & (labels == k) & wanted[:, None, None])
+            rng = np.random.default_rng([seed, side_index, k])
+            picked = pool[rng.choice(len(pool), size=min(per_class, len(pool)), replace=False)]
+            (root / side / name).mkdir(parents=True, exist_ok=True)
+            for j, (sx, sy, sz) in enumerate(picked.tolist()):
+                where = affine.copy()
+                where[:3, 3] = affine[:3, :3] @ np.array([sx, sy, sz]) + affine[:3, 3]
+                write_nifti(root / side / name / f"{j:04d}.nii.gz", z[sx:sx + crop, sy:sy + crop, sz:sz + crop], where)
+            counts.setdefault(name, []).append(len(picked))
+    task = (f"tissue class (argmax of the mean background / grey / white probability over the central "
+            f"{MNI_CENTRE}^3 voxels; background = 1 - gm - wm) of {crop}^3 crops of the MNI152 2009a sym T1 "
+            "(1 mm, skull-stripped), crops with some T1 > 0 voxel and the centre in the T1 > 0 bounding box; "
+            + ", ".join(f"{n} {a}/{b}" for n, (a, b) in counts.items())
+            + f" train/eval crops; train: left hemisphere (centre world x < -{crop / 2:g} mm), eval: right "
+            f"(x > {crop / 2:g} mm), no crop reaches the midline; the template is exactly left-right symmetric, so "
+            "eval is the mirror image of the anatomy train draws from; T1 z-scored with the whole volume's "
+            "foreground (T1 != 0) statistics, 0 outside, pretrained with tokenizer.intensity=none")
+    return root / "train", root / "eval", task
+
+
+def mni_files(source: Path) -> tuple[Path, Path, Path]:
+    """The T1, grey- and white-matter maps under ``source`` (``*_t1_*``, ``*_gm_*``, ``*_wm_*`` .nii.gz)."""
+    found = [sorted(source.glob(f"*_{kind}_*.nii*")) for kind in ("t1", "gm", "wm")]
+    if any(len(f) != 1 for f in found):
+        raise SystemExit(f"--dataset mni-tissue: expected one *_t1_*, *_gm_* and *_wm_* NIfTI each under {source}, "
+                         f"found {[[p.name for p in f] for f in found]}")
+    return found[0][0], found[1][0], found[2][0]
+
+
 def holdout_train_folder(modality: Any, cfg: Any, data: Path, root: Path, seed: int,  # noqa: ANN401
                          data_sets: Sequence[str] = (), labels: Path | None = None) -> Path | None:
     """Without ``--eval-data``: a folder of links to the files on the training side of the hold-out the
@@ -256,8 +354,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=8, help="encoder snapshots along the run (the curve's points)")
     p.add_argument("--calibration-steps", type=int, default=15)
     p.add_argument("--dataset", default=None,
-                   help="name in the output; 'digits', 'mesh-crops', 'clip-identity' and 'sound-families' "
-                        "build the data")
+                   help="name in the output; 'digits', 'mesh-crops', 'clip-identity', 'sound-families' and "
+                        "'mni-tissue' build the data")
     p.add_argument("--out", type=Path, default=None,
                    help="where evaluation.png and curve.png go (default: WORKDIR/figures)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -288,8 +386,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--budget-minutes must be > 0, --calibration-steps >= 3, --threads >= 1, --points >= 1")
     if args.k < 1 or args.finetune_steps < 0:
         parser.error("--k must be >= 1 and --finetune-steps >= 0")
-    if args.dataset in ("mesh-crops", "clip-identity", "sound-families") and args.data is None:
-        parser.error(f"--dataset {args.dataset} needs --data: the folder holding the meshes / videos / sounds")
+    if args.dataset in ("mesh-crops", "clip-identity", "sound-families", "mni-tissue") and args.data is None:
+        parser.error(f"--dataset {args.dataset} needs --data: the folder holding the meshes / videos / sounds / "
+                     "MNI152 T1 and tissue maps")
     if args.data is None and args.dataset != "digits":
         parser.error("--data is required (except with --dataset digits)")
     cpu_load = load_avg()
@@ -341,6 +440,10 @@ def _run(args: argparse.Namespace, work: Path, cpu_load: float) -> dict[str, Any
         task = (f"sound family from the file-name prefix ({len(counts)} families with >= 4 files: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                 + f"; {short} files under 175 ms, one token, left out); each file one group")
+    elif args.dataset == "mni-tissue":
+        data, eval_data, task = write_mni_tissue(*mni_files(args.data), work / "mni-tissue", seed=0)
+        split = "left hemisphere train / right hemisphere eval (seed 0), written by the script"
+        args.sets = [*MNI_SETS, *args.sets]
     sets = [*args.sets, f"train.seed={args.seed}"]
     pretrain_on, pretrain_note = data, f"the inputs of the training split {data}, labels unused"
     if eval_data is None:

@@ -520,6 +520,7 @@ def make_record(impl: Impl, cfg: Any, precision: str, args: argparse.Namespace, 
         "gemm_n": gemm_n, "steps": args.steps, "warmup": args.warmup, "device": device.type,
         "cpu_capability": caps,
         "cpu_load_end": load_avg(), "loss": loss, "flops_note": FLOPS_NOTE,
+        "data": str(getattr(args, "data", None) or "demo data"), "sets": list(getattr(args, "set", [])),
     }
     if device.type == "cuda":
         record["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20

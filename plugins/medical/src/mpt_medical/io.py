@@ -128,9 +128,29 @@ def stored_zooms(path: Path, img: Any) -> np.ndarray:
     return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
 
 
-def read_stored(path: Path, img: Any, index: tuple[slice | int, ...] | None = None) -> np.ndarray:
-    """Stored voxels (scaled by scl_slope/inter) as float32, all or ``img.dataobj[index]``."""
+def stored_voxels(path: Path, img: Any) -> tuple[np.ndarray, float, float]:
+    """The stored array before scl_slope/inter — a memory map for an uncompressed ``.nii``, the
+    decompressed array in its stored dtype for ``.nii.gz`` — with its slope and intercept."""
+    proxy = img.dataobj
     try:
+        raw = proxy.get_unscaled()
+    except READ_ERRORS as exc:
+        raise DataError(path, f"cannot read the voxels ({type(exc).__name__}: {exc}); the file is truncated or "
+                              "corrupt") from None
+    slope = float(getattr(proxy, "slope", 1.0))
+    inter = float(getattr(proxy, "inter", 0.0))
+    return raw, (1.0 if not np.isfinite(slope) or slope == 0 else slope), (inter if np.isfinite(inter) else 0.0)
+
+
+def read_stored(path: Path, img: Any, index: tuple[slice | int, ...] | None = None) -> np.ndarray:
+    """Stored voxels (scaled by scl_slope/inter) as float32, all or ``[index]``: a slice of the memory
+    map for an uncompressed file (nibabel's ``dataobj[index]`` reads it row by row), nibabel's proxy
+    for a compressed one (it decompresses only up to the slab)."""
+    try:
+        if index is not None and not str(path).lower().endswith(".gz"):
+            raw, slope, inter = stored_voxels(path, img)
+            out = np.asarray(raw[index], dtype=np.float32)
+            return out if (slope, inter) == (1.0, 0.0) else (out * np.float32(slope) + np.float32(inter))
         data = img.dataobj if index is None else img.dataobj[index]
         return np.asarray(data, dtype=np.float32)
     except READ_ERRORS as exc:
@@ -138,50 +158,89 @@ def read_stored(path: Path, img: Any, index: tuple[slice | int, ...] | None = No
                               "corrupt") from None
 
 
-def frame_facts(path: Path, vol: np.ndarray, ornt: np.ndarray, frame: int | None = None
+SLAB = 16  # planes of the last stored axis per pass when a volume is checked
+
+
+@dataclass
+class _Running:
+    """Count, mean and sum of squared deviations, merged slab by slab (Chan et al.)."""
+
+    n: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, v: np.ndarray) -> None:
+        if not v.size:
+            return
+        n, mean = float(v.size), float(v.mean())
+        m2 = float(((v - mean) ** 2).sum())
+        tot = self.n + n
+        delta = mean - self.mean
+        self.mean += delta * n / tot
+        self.m2 += m2 + delta**2 * self.n * n / tot
+        self.n = tot
+
+    def moments(self) -> tuple[float, float]:
+        return (self.mean, (self.m2 / self.n) ** 0.5) if self.n else (0.0, 0.0)
+
+
+def frame_facts(path: Path, raw: np.ndarray, slope: float, inter: float, ornt: np.ndarray, frame: int | None = None
                 ) -> tuple[tuple[tuple[int, int, int], tuple[int, int, int]], Moments]:
-    """The foreground box (oriented indices) and moments of one stored 3-D frame ``vol``."""
+    """The foreground box (oriented indices) and moments of one stored 3-D frame of ``raw``, in one
+    pass over slabs of SLAB planes (a few slabs in memory, whatever the volume's size)."""
     where = f" (frame {frame})" if frame is not None else ""
-    bad = ~np.isfinite(vol)
-    if bad.any():
-        raise DataError(path, f"{int(bad.sum())} NaN/Inf voxels{where}: the plan cannot normalise them; fill "
-                              "them (e.g. with the background value) or leave the file out")
-    lo_v, hi_v = float(vol.min()), float(vol.max())
+    vol = raw if frame is None else raw[..., frame]
+    shape = vol.shape[:3]
+    corners = np.array([vol[x, y, z] for x in (0, shape[0] - 1) for y in (0, shape[1] - 1)
+                        for z in (0, shape[2] - 1)], dtype=np.float64) * slope + inter
+    values, counts = np.unique(corners, return_counts=True)
+    background = values[counts.argmax()]  # the commonest corner value (0, air, a z-scored floor)
+    planes = [np.zeros(n, dtype=bool) for n in shape]
+    every, nonzero = _Running(), _Running()
+    lo_v, hi_v, bad = np.inf, -np.inf, 0
+    for z0 in range(0, shape[2], SLAB):
+        v = np.asarray(vol[:, :, z0 : z0 + SLAB], dtype=np.float64) * slope + inter
+        finite = np.isfinite(v)
+        bad += int(v.size - finite.sum())
+        if bad:
+            continue
+        lo_v, hi_v = min(lo_v, float(v.min())), max(hi_v, float(v.max()))
+        fg = v != background
+        planes[0] |= fg.any((1, 2))
+        planes[1] |= fg.any((0, 2))
+        planes[2][z0 : z0 + v.shape[2]] = fg.any((0, 1))
+        every.add(v)
+        nonzero.add(v[v != 0])
+    if bad:
+        raise DataError(path, f"{bad} NaN/Inf voxels{where}: the plan cannot normalise them; fill them (e.g. with "
+                              "the background value) or leave the file out")
     if hi_v - lo_v <= 1e-12 * max(abs(hi_v), 1.0):
         raise DataError(path, f"a constant volume{where} (every voxel {lo_v:g}): nothing to learn from; leave it out")
-    corners = vol[np.ix_(*[[0, n - 1] for n in vol.shape])].ravel()
-    values, counts = np.unique(corners, return_counts=True)
-    fg = vol != values[counts.argmax()]  # background: the commonest corner value (0, air, a z-scored floor)
-    idx = [np.flatnonzero(fg.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3)]
-    stored_lo = [int(i[0]) for i in idx]
-    stored_hi = [int(i[-1]) + 1 for i in idx]
-    lo = [0, 0, 0]
-    hi = [0, 0, 0]
+    idx = [np.flatnonzero(p) for p in planes]
+    lo, hi = [0, 0, 0], [0, 0, 0]
     for a, (axis, flip) in enumerate(ornt):
-        k, n = int(axis), vol.shape[a]
-        lo[k], hi[k] = (stored_lo[a], stored_hi[a]) if flip > 0 else (n - stored_hi[a], n - stored_lo[a])
-    v64 = vol.astype(np.float64, copy=False)
-    nz = v64[v64 != 0]
-    moments = Moments(nonzero=((float(nz.mean()), float(nz.std())),) if nz.size else ((0.0, 0.0),),
-                      all=((float(v64.mean()), float(v64.std())),))
+        k, n, first, last = int(axis), shape[a], int(idx[a][0]), int(idx[a][-1]) + 1
+        lo[k], hi[k] = (first, last) if flip > 0 else (n - last, n - first)
+    moments = Moments(nonzero=(nonzero.moments(),), all=(every.moments(),))
     return ((lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])), moments
 
 
 def probe_volume(path: str | Path, orientation: str = "RAS") -> VolumeInfo:
-    """Header checks, then one pass over the voxels (frame by frame): NaN/Inf and constant frames are
-    DataErrors naming the file; the foreground box and moments of every frame are kept."""
+    """Header checks, then one pass over the voxels (frame by frame, slab by slab): NaN/Inf and
+    constant frames are DataErrors naming the file; the foreground box and moments of every frame
+    are kept. Memory: the slabs, plus for a ``.nii.gz`` one decompressed copy in the stored dtype."""
     path = Path(path)
     img = load_image(path)
     shape, affine = check_header(path, img)
     ornt = ras_orientation(affine, orientation == "RAS")
     frames = shape[3] if len(shape) == 4 else 1
+    raw, slope, inter = stored_voxels(path, img)  # a memory map, or one decompressed copy in the stored dtype
     boxes, moments = [], []
     for f in range(frames):
-        vol = read_stored(path, img, (slice(None),) * 3 + ((f,) if len(shape) == 4 else ()))
-        box, mom = frame_facts(path, vol, ornt, f if frames > 1 else None)
+        box, mom = frame_facts(path, raw, slope, inter, ornt, f if len(shape) == 4 else None)
         boxes.append(box)
         moments.append(mom)
-        del vol
+    del raw
     spacing = ras_spacing(affine, ornt)
     return VolumeInfo(path=path, shape=shape, affine=affine, ornt=ornt, oriented_shape=ras_shape(shape, ornt),
                       spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])), frames=frames,
