@@ -16,8 +16,10 @@ from _mpt_helpers import SHARED_DATA
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
-    """Two xdist workers share two cores: one intra-op thread each."""
+    """Two xdist workers share two cores: one intra-op thread each (also for runs, which would otherwise
+    measure the other worker's load and vary their thread count, and so their float results)."""
     torch.set_num_threads(1)
+    os.environ["MPT_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import mpt
 import mpt.trainer
 from _mpt_helpers import TINY_SETS, interrupt_after_checkpoint, invoke, read_metrics, tiny_args
 from mpt.checkpoint import list_checkpoints, load_checkpoint
-from mpt.config import build_config, parse_config
+from mpt.config import build_config, parse_config, without_record
 from mpt.optim import create_optimizer
 from mpt.trainer import build_model
 
@@ -108,8 +108,8 @@ def test_jepa_pretrain_lowers_the_loss(tmp_path: Path) -> None:
 def test_run_folder_layout(mae_run) -> None:  # noqa: ANN001
     out, rec = mae_run
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert "versions" in saved
-    saved.pop("versions")
+    assert "versions" in saved and saved["runtime"]["processes"] == 1 and saved["runtime"]["global_batch"] == 8
+    saved = without_record(saved)
     modality = mpt.get_modality("pointcloud")
     flags = {"objective": "mae", "train": {"max_steps": 30, "batch_size": 8, "log_every": 1}}
     expected = build_config(modality, sets=[*TINY_SETS, "train.figure_every=10"], flags=flags)
@@ -234,8 +234,7 @@ def test_resume_without_checkpoint_fails(tmp_path: Path) -> None:
 def tiny_objective(out: Path):  # noqa: ANN201
     """The objective and optimizer a run folder's config.yaml describes (random weights)."""
     modality = mpt.get_modality("pointcloud")
-    raw = yaml.safe_load((out / "config.yaml").read_text())
-    raw.pop("versions", None)
+    raw = without_record(yaml.safe_load((out / "config.yaml").read_text()))
     cfg = parse_config(raw, modality)
     objective, _ = build_model(cfg, modality)  # sized from the config alone: no batch is read
     return objective, create_optimizer(objective, cfg.optim)

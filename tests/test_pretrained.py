@@ -16,7 +16,7 @@ import mpt
 from _mpt_helpers import TINY_SETS
 from mpt.backbone import build_backbone
 from mpt.checkpoint import load_checkpoint
-from mpt.config import ModelConfig, build_config, parse, parse_config
+from mpt.config import ModelConfig, build_config, parse, parse_config, without_record
 from mpt.errors import CheckpointError, MptError
 from mpt.optim import create_optimizer
 from mpt.trainer import build_model, pretrain
@@ -47,8 +47,7 @@ def encoder_copy(run: Path, tmp_path: Path) -> Path:
 def rebuild(out: Path):  # noqa: ANN201
     """The run's objective, restored from its last checkpoint."""
     modality = mpt.get_modality("pointcloud")
-    raw = yaml.safe_load((out / "config.yaml").read_text())
-    raw.pop("versions")
+    raw = without_record(yaml.safe_load((out / "config.yaml").read_text()))
     cfg = parse_config(raw, modality)  # objective sections (mae:, jepa:) sit at the top level
     objective, _ = build_model(cfg, modality)  # sized from the config alone (Contract 2): no batch
     optimizer = create_optimizer(objective, cfg.optim)
@@ -233,8 +232,7 @@ def test_jepa_export_context_publishes_the_student(tmp_path: Path) -> None:
     pretrain(cfg, modality, out, progress=False)
     card = json.loads((out / "encoder" / "config.json").read_text())
     assert card["exported_encoder"] == "context (student)" and card["objective_config"]["export"] == "context"
-    raw = yaml.safe_load((out / "config.yaml").read_text())
-    raw.pop("versions")
+    raw = without_record(yaml.safe_load((out / "config.yaml").read_text()))
     saved = parse_config(raw, modality)
     objective, _ = build_model(saved, modality)
     load_checkpoint(out / "checkpoints" / "step-2", objective, create_optimizer(objective, saved.optim))

@@ -18,11 +18,15 @@ from _mpt_helpers import invoke, tiny_args
                           (16, 0.0, 4, 4), (2, 0.0, 2, 1)])
 def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch, cores: int, busy: float,
                                                 processes: int, want: int) -> None:
+    monkeypatch.delenv("MPT_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
     monkeypatch.setattr(threads, "busy_cores", lambda: busy)
     n, reason = threads.choose_threads(None, processes)
     assert n == want and str(n) in reason
     assert threads.choose_threads(3, processes)[0] == 3  # an explicit count is taken as is
+    monkeypatch.setenv("MPT_THREADS", "5")
+    assert threads.choose_threads(None, processes) == (5, "5 threads (MPT_THREADS)")
+    assert threads.choose_threads(3, processes)[0] == 3  # train.threads before the environment
 
 
 def test_busy_cores_is_the_busy_share_of_all_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,5 +55,25 @@ def test_threads_flag_is_applied_and_recorded(tmp_path: Path) -> None:
         again = invoke("pretrain", "--modality", "pointcloud", "--config", tmp_path / "run" / "config.yaml",
                        "--max-steps", "1", "--out", tmp_path / "again")
         assert again.exit_code == 0, again.output  # versions and runtime are records, not settings
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_resume_keeps_the_thread_count_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float results depend on the thread count: --resume takes the count the run started with,
+    whatever the machine's load says now (exact resume)."""
+    from mpt.checkpoint import read_state
+
+    before = torch.get_num_threads()
+    try:
+        first = invoke("pretrain", "--modality", "pointcloud", "--max-steps", "2", "--threads", "2",
+                       "--out", tmp_path / "run", *tiny_args())
+        assert first.exit_code == 0, first.output
+        assert read_state(tmp_path / "run" / "checkpoints" / "step-2")["threads"] == 2
+        again = invoke("pretrain", "--modality", "pointcloud", "--max-steps", "3", "--resume",
+                       "--out", tmp_path / "run", *tiny_args())  # MPT_THREADS=1 (conftest) would say 1
+        assert again.exit_code == 0, again.output
+        runtime = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["runtime"]
+        assert runtime["threads"] == 2 and "resumed" in runtime["threads_reason"]
     finally:
         torch.set_num_threads(before)

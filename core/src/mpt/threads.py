@@ -6,7 +6,11 @@ with fewer threads (issue 15: 300 tabular steps took 98 s with the default again
 thread, on 2 shared cores). :func:`choose_threads` takes the cores this process may use
 (``os.sched_getaffinity``), measures how many of them other processes keep busy over a short window
 (``/proc/stat``), and uses the rest — at least one. ``train.threads`` (``mpt pretrain --threads N``)
-overrides it.
+overrides it, then the environment variable ``MPT_THREADS``.
+
+CPU results depend on the thread count (reductions are split differently), so a run resumed with
+``--resume`` keeps the count it was started with (exact resume), and two runs compare bit for bit
+only with the same count: set it for reproducible CPU runs.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ def choose_threads(requested: int | None = None, processes: int = 1) -> tuple[in
     ones other processes keep busy (rounded), shared by this run's ``processes``, at least 1."""
     if requested is not None:
         return requested, f"{plural(requested)} (train.threads)"
+    env = os.environ.get("MPT_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), f"{plural(int(env))} (MPT_THREADS)"
     cores = usable_cores()
     busy = busy_cores() if processes == 1 else 0.0  # sibling ranks start together: their load is ours
     free = max(1, min(cores, cores - round(busy)))

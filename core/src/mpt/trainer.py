@@ -42,7 +42,7 @@ AUGMENT_SEED = 0x5EED_A06
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_KEYS = ("train.max_steps", "train.epochs", "train.log_every", "train.figure_every",
-                  "train.checkpoint_every", "train.keep_last", "train.num_workers", "train.log_with")
+                  "train.checkpoint_every", "train.keep_last", "train.num_workers", "train.log_with", "train.threads")
 
 
 @dataclass
@@ -68,7 +68,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
     out = Path(out)
     existing = check_out_folder(out, resume)
     accelerator = make_run_accelerator(cfg, out)
-    threads = cpu_threads(cfg, accelerator, progress)
+    threads = cpu_threads(cfg, accelerator, progress, existing[-1] if resume and existing else None)
     dataset, said = open_recording(modality, cfg, data, skip_bad_files)
     cfg, dataset, said, adapted = adapt_to_data(modality, cfg, dataset, said, data, skip_bad_files)
     for w in said:  # what opening the data warned (series skipped …), for the data as adapted
@@ -126,7 +126,7 @@ def pretrain(cfg: Config, modality: Modality, out: Path, data: Path | None = Non
         if accelerator.is_main_process and (
                 (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == total):
             state = {"config": cfg.to_dict(), "first_loss": first_loss, "last_loss": step_loss,
-                     "processes": accelerator.num_processes}
+                     "processes": accelerator.num_processes, "threads": threads.get("threads")}
             last_ckpt = save_checkpoint(out / "checkpoints", step, model, optimizer, state, cfg.train.keep_last)
         every = cfg.train.export_every
         if accelerator.is_main_process and every and step % every == 0 and step < total:
@@ -327,14 +327,20 @@ def write_run_files(out: Path, cfg: Config, step: int, skipped: list[tuple[str, 
     (out / "config.yaml").write_text(header + yaml.safe_dump(record, sort_keys=False))
 
 
-def cpu_threads(cfg: Config, accelerator: Accelerator, progress: bool) -> dict[str, Any]:
-    """On a CPU device, torch's intra-op threads by :func:`mpt.threads.apply_threads` (printed);
+def cpu_threads(cfg: Config, accelerator: Accelerator, progress: bool, resuming: Path | None = None) -> dict[str, Any]:
+    """On a CPU device, torch's intra-op threads by :func:`mpt.threads.apply_threads` (printed) — when
+    ``resuming`` (the last checkpoint) the count the run was started with, for an exact resume —;
     ``{"threads": n, "threads_reason": ...}`` for config.yaml, or {} on an accelerator."""
     if accelerator.device.type != "cpu":
         return {}
-    from mpt.threads import apply_threads
+    from mpt.threads import apply_threads, plural
 
-    n, reason = apply_threads(cfg.train.threads, accelerator.num_processes)
+    saved = read_state(resuming).get("threads") if resuming is not None and cfg.train.threads is None else None
+    if saved:
+        torch.set_num_threads(int(saved))
+        n, reason = int(saved), f"{plural(int(saved))} (as the run being resumed: exact resume)"
+    else:
+        n, reason = apply_threads(cfg.train.threads, accelerator.num_processes)
     if progress and accelerator.is_main_process:
         print(f"cpu: {reason}", file=sys.stderr, flush=True)
     return {"threads": n, "threads_reason": reason}
