@@ -211,3 +211,12 @@ def test_3d_maskers_on_volume_tokens(mask: dict) -> None:
         assert m.pred.shape[1] == 48
     else:
         assert not bool(hidden.all(1).any()) and m.keep.shape[1] >= 1
+
+
+def test_a_tokenizer_geometry_that_contradicts_the_data_is_refused() -> None:
+    modality = mpt.get_modality("medical")
+    cfg = build_config(modality, "demo", None, ["data.crop=64", "tokenizer.crop=[32,32,32]"], {})
+    with pytest.raises(ConfigError, match=r"tokenizer.crop.*set data.crop, and leave tokenizer.crop out"):
+        modality.fit(modality.dataset(None, "train", cfg.data), cfg.tokenizer, progress=False)
+    cfg = build_config(modality, "demo", None, ["data.crop=64", "tokenizer.crop=64"], {})
+    assert modality.fit(modality.dataset(None, "train", cfg.data), cfg.tokenizer, progress=False).crop == [64] * 3

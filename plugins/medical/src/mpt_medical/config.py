@@ -68,6 +68,6 @@ class MedicalTokenizerConfig:
     foreground_weight: bool = False  # weight each token's loss by its foreground share (TokenSet.weight)
     # The geometric part of the plan, filled by fit from the data config and the training volumes:
     orientation: Literal["RAS", "none"] = "RAS"  # orientation volumes are brought to
-    spacing: list[float] | None = None  # target voxel size in mm; None = volumes keep their own (data.spacing none)
+    spacing: float | list[float] | None = None  # target voxel size (mm); None = volumes keep their own (spacing none)
     reference_spacing: list[float] | None = None  # mm per voxel at which positions are patch indices (median)
-    crop: list[int] | None = None  # centre crop a loaded encoder takes of a raw volume (None: the whole volume)
+    crop: int | list[int] | None = None  # centre crop a loaded encoder takes of a raw volume (None: the whole volume)

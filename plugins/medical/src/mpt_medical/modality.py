@@ -10,6 +10,7 @@ from mpt.contract import PLUGIN_API, Adaptation, Figure, Modality, SampleDataset
 from mpt.errors import ConfigError
 from mpt_medical.config import MedicalDataConfig, MedicalTokenizerConfig
 from mpt_medical.io import EXTENSIONS
+from mpt_medical.plan import triple
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_DATA = PACKAGE_DIR / "data"
@@ -79,10 +80,14 @@ class Medical(Modality):
         defaults = MedicalTokenizerConfig()
         for key, value in plan.items():
             mine = getattr(config, key)
+            if key in ("crop", "spacing") and mine is not None:  # one number or three
+                mine = list(triple(mine, f"tokenizer.{key}", int if key == "crop" else float))
             if mine != getattr(defaults, key) and mine != value and key != "reference_spacing":
                 where = "data.layout_4d" if key == "channels" else f"data.{key}"
                 raise ConfigError(f"tokenizer.{key}", f"{mine}, but the data config gives {value}: the plan's geometry "
-                                                      f"comes from the data config (set {where})")
+                                                      f"comes from the data config — set {where}, and leave "
+                                                      f"tokenizer.{key} out (fit fills it; a reused config.yaml "
+                                                      "carries the old value)")
         config = dataclasses.replace(config, **plan)
         if config.intensity != "ct" or (config.window is not None and config.mean is not None and config.std):
             return config
