@@ -256,7 +256,7 @@ def read_box(info: VolumeInfo, lo: Sequence[int], hi: Sequence[int], frame: int 
     index: tuple[slice | int, ...] = stored_slices(lo, hi, info.shape, info.ornt)
     if len(info.shape) == 4:
         index = (*index, slice(None) if frame is None else int(frame))
-    x = torch.from_numpy(np.ascontiguousarray(read_stored(info.path, img, index)))
+    x = torch.from_numpy(read_stored(info.path, img, index))  # Fortran order is fine: one copy below
     x = x.unsqueeze(0) if x.ndim == 3 else x.permute(3, 0, 1, 2)
     return orient(x, info.ornt).contiguous()
 
