@@ -101,7 +101,7 @@ def _axis(x: Tensor, dim: int, start: int, size: int, offset: int, n: int, old: 
     """Output voxels ``[start, start + size)`` of axis ``dim`` from ``x``, whose index 0 is stored
     voxel ``offset`` of an axis of ``n`` stored voxels; outside the output grid → NaN."""
     m = resampled_size(n, old, new)
-    if m == n and 0 <= start and start + size <= n and start >= offset and start + size <= offset + x.shape[dim]:
+    if m == n and start >= 0 and start + size <= n and start >= offset and start + size <= offset + x.shape[dim]:
         return x.narrow(dim, start - offset, size)  # no interpolation, inside the volume: a view
     j = torch.arange(start, start + size, dtype=torch.float64)
     inside = (j >= 0) & (j < m)
